@@ -1,0 +1,42 @@
+# The README's two commands: `make demo` and `make test`. Both set everything up first.
+# Setup is stamped on the files that define it, so a second run installs nothing.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.pixelis-installed
+# Tests run on the CPU; keep the BLAS/torch thread pools to the 2 cores we plan for.
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py setup.cfg package.xml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip "setuptools<80" wheel
+	# torch/torchvision pinned (DESIGN §6): other versions break torchvision's ops here.
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	# sam2 is an sdist: build it against the torch above, without its CUDA extension.
+	$(PIP) install -q "hydra-core>=1.3.2" "iopath>=0.1.10" safetensors tqdm pillow
+	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation --no-deps sam2==1.1.0
+	$(PIP) install -q -e ".[ocr,segment,dev]"
+	# rapidocr pulls plain opencv wheels that shadow opencv-contrib (the trackers vanish):
+	# remove them and put the contrib build back last.
+	-$(PIP) uninstall -q -y opencv-python opencv-python-headless
+	$(PIP) install -q --force-reinstall --no-deps "opencv-contrib-python-headless>=4.10,<5"
+	$(PY) -c "import cv2; cv2.TrackerCSRT.create(); import rapidocr, sam2, torch"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/pixelis demo --out out/demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(VENV)/bin/pixelis bench tools --json
+
+clean:
+	rm -rf $(VENV) build install log out .pytest_cache .hypothesis

@@ -1,0 +1,113 @@
+"""ocr: read text lines, optionally inside a region, with boxes in the referenced image's pixels.
+
+Backends register in ``OCR_BACKENDS`` as callables ``(rgb) -> list[(text, box, score)]`` in the
+pixels of the array they are given. RapidOCR (PP-OCR models as ONNX inside the wheel, fully
+offline) is the default; its detector side is limited for speed (DESIGN §6: ~70–200 ms per
+image on this CPU). PaddleOCR is used when the user points at local model folders — it cannot
+fetch models here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pixelis_ros.boxes import int_box, round_box
+from pixelis_ros.tools.arguments import Box, arg
+from pixelis_ros.tools.base import Detection, Tool, ToolContext, ToolError, ToolResult, lookup, make_registry, register_tool
+
+OCR_BACKENDS, register_ocr_backend = make_registry("ocr")
+
+Line = tuple[str, tuple[float, float, float, float], float]
+
+
+def _poly_box(poly) -> tuple[float, float, float, float]:
+    p = np.asarray(poly, dtype=np.float32).reshape(-1, 2)
+    return float(p[:, 0].min()), float(p[:, 1].min()), float(p[:, 0].max()), float(p[:, 1].max())
+
+
+@register_ocr_backend("rapidocr")
+class RapidOCRReader:
+    """RapidOCR with ONNX Runtime on the CPU (or CUDA when asked and available)."""
+
+    def __init__(self, det_limit_side: int = 736, threads: int = 2, use_cls: bool = False, min_score: float = 0.5):
+        try:
+            from rapidocr import RapidOCR
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise ToolError("the rapidocr backend needs the OCR extra: pip install 'pixelis_ros[ocr]'") from e
+        self.engine = RapidOCR(params={
+            "Global.log_level": "warning",
+            "Global.use_cls": use_cls,  # text in robot scenes is mostly upright; cls costs ~30%
+            "Global.text_score": min_score,
+            "Det.limit_side_len": det_limit_side,
+            "Det.limit_type": "max",
+            "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+        })
+
+    def __call__(self, rgb: np.ndarray) -> list[Line]:
+        out = self.engine(np.ascontiguousarray(rgb[:, :, ::-1]))
+        if out.txts is None or out.boxes is None:
+            return []
+        return [(t, _poly_box(b), float(s)) for t, b, s in zip(out.txts, out.boxes, out.scores)]
+
+
+@register_ocr_backend("paddleocr")
+class PaddleOCRReader:
+    """PaddleOCR from local model folders only (``det_model_dir`` and ``rec_model_dir``)."""
+
+    def __init__(self, det_model_dir: str, rec_model_dir: str, lang: str = "en"):
+        try:
+            from paddleocr import PaddleOCR
+        except ImportError as e:
+            raise ToolError("the paddleocr backend needs `pip install paddleocr paddlepaddle` and local model folders") from e
+        from pathlib import Path
+        for d in (det_model_dir, rec_model_dir):
+            if not Path(d).is_dir():
+                raise ToolError(f"PaddleOCR model folder {d} does not exist; models load from local folders only")
+        self.engine = PaddleOCR(text_detection_model_dir=det_model_dir, text_recognition_model_dir=rec_model_dir,
+                                use_doc_orientation_classify=False, use_doc_unwarping=False, use_textline_orientation=False, lang=lang)
+
+    def __call__(self, rgb: np.ndarray) -> list[Line]:
+        lines: list[Line] = []
+        for page in self.engine.predict(np.ascontiguousarray(rgb[:, :, ::-1])):
+            for text, poly, score in zip(page["rec_texts"], page["rec_polys"], page["rec_scores"]):
+                lines.append((text, _poly_box(poly), float(score)))
+        return lines
+
+
+@dataclass(frozen=True)
+class OCRArgs:
+    image: str = arg("frame:-1", "image to read: frame:<index>, frame:<seconds>s or obs:<k>")
+    bbox_2d: Box | None = arg(None, "optional region [x1, y1, x2, y2] to read, in pixels of the image")
+
+
+@register_tool
+class OCRTool(Tool):
+    name = "ocr"
+    description = "Read the text in an image or a region of it; returns lines with their boxes and scores."
+    Args = OCRArgs
+
+    def __init__(self, backend: str = "rapidocr", **backend_options):
+        self.backend_name = backend
+        self.reader = lookup(OCR_BACKENDS, "ocr", backend)(**backend_options)
+
+    def read(self, rgb: np.ndarray, region=None) -> list[Line]:
+        """Lines in ``rgb``'s pixels, reading only ``region`` when given."""
+        if region is None:
+            return self.reader(rgb)
+        x1, y1, x2, y2 = int_box(region)
+        x1, y1 = max(0, x1), max(0, y1)
+        lines = self.reader(rgb[y1:y2, x1:x2])
+        return [(t, (b[0] + x1, b[1] + y1, b[2] + x1, b[3] + y1), s) for t, b, s in lines]
+
+    def run(self, args: OCRArgs, ctx: ToolContext) -> ToolResult:
+        region = ctx.check_box(args.bbox_2d, args.image) if args.bbox_2d is not None else None
+        lines = self.read(ctx.image(args.image), region)
+        # Reading order: top to bottom, then left to right within a line band.
+        lines.sort(key=lambda ln: (round(ln[1][1] / 16), ln[1][0]))
+        dets = [Detection(b, args.image, label=t, score=s) for t, b, s in lines]
+        text = " ".join(t for t, _, _ in lines)
+        data = {"lines": [{"text": t, "bbox_2d": round_box(b), "score": round(s, 4)} for t, b, s in lines], "text": text}
+        return ToolResult(data=data,
+                          text=text or "(no text found)", detections=dets)

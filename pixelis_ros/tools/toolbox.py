@@ -1,0 +1,100 @@
+"""Toolbox: validate a tool call against the registry and run it, turning every failure into an
+``{"error": ...}`` observation (DESIGN §4.3) so nothing raises out into the agent loop.
+
+It also enforces the per-tool time budget: loops inside tools check ``ctx.deadline`` and stop
+early, and a call that still overruns is flagged in its result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pixelis_ros.tools.arguments import ArgumentError, parse_arguments
+from pixelis_ros.tools.base import TOOLS, Tool, ToolContext, ToolError, ToolResult
+
+
+@dataclass(frozen=True)
+class ToolboxConfig:
+    """Which backend each tool uses and the limits every call runs under."""
+
+    ocr_backend: str = "rapidocr"
+    """OCR backend name (``rapidocr`` offline default, ``paddleocr`` with local model folders)."""
+    ocr_options: dict = field(default_factory=dict)
+    """Keyword options for the OCR backend (e.g. ``det_limit_side``, ``det_model_dir``)."""
+    segment_backend: str = "grabcut"
+    """Segmentation backend (``grabcut`` default, ``sam2`` with a ``checkpoint`` option)."""
+    segment_options: dict = field(default_factory=dict)
+    """Keyword options for the segmentation backend."""
+    track_backend: str = "csrt"
+    """Tracking backend (``csrt`` default, ``kcf``, ``mil``, ``sam2``)."""
+    track_options: dict = field(default_factory=dict)
+    """Keyword options for the tracking backend."""
+    zoom_target_side: int = 448
+    """Longer side of a zoom's output image in pixels."""
+    zoom_max_upscale: float = 4.0
+    """Largest enlargement a zoom applies."""
+    tool_time_budget_s: float = 10.0
+    """Per-call time budget; loops stop early past it and the result says so."""
+    max_image_pixels: int = 4096 * 4096
+    """Largest image (width x height) any tool accepts as input."""
+
+
+class Toolbox:
+    """The tools an agent may call, built lazily from a ``ToolboxConfig``."""
+
+    def __init__(self, config: ToolboxConfig | None = None, enabled: list[str] | None = None):
+        self.config = config or ToolboxConfig()
+        unknown = sorted(set(enabled or []) - set(TOOLS))
+        if unknown:
+            raise ValueError(f"unknown tool(s) {unknown}; known tools: {sorted(TOOLS)}")
+        self.enabled = list(enabled) if enabled else sorted(TOOLS)
+        self._tools: dict[str, Tool] = {}
+
+    def tool(self, name: str) -> Tool:
+        if name not in self._tools:
+            self._tools[name] = self._build(name)
+        return self._tools[name]
+
+    def _build(self, name: str) -> Tool:
+        c = self.config
+        if name == "ocr":
+            return TOOLS[name](backend=c.ocr_backend, **c.ocr_options)
+        if name == "segment":
+            return TOOLS[name](backend=c.segment_backend, **c.segment_options)
+        if name == "track":
+            return TOOLS[name](backend=c.track_backend, **c.track_options)
+        if name == "zoom":
+            return TOOLS[name](target_side=c.zoom_target_side, max_upscale=c.zoom_max_upscale)
+        if name == "temporal":
+            return TOOLS[name](ocr=self.tool("ocr") if "ocr" in self.enabled else None)
+        return TOOLS[name]()
+
+    def schemas(self) -> list[dict]:
+        from pixelis_ros.cota import tool_schema
+        return [tool_schema(TOOLS[n]) for n in self.enabled]
+
+    def validate(self, name: str, arguments: Any) -> Any:
+        """Typed arguments for a call, or ArgumentError/ToolError naming what is wrong."""
+        if name not in self.enabled:
+            raise ToolError(f"unknown tool {name!r}; known tools: {self.enabled}")
+        return parse_arguments(TOOLS[name].Args, name, arguments)
+
+    def run(self, name: str, arguments: Any, ctx: ToolContext) -> ToolResult:
+        """Run one call; never raises. ``result.ms`` is the call's wall time."""
+        t0 = time.monotonic()
+        ctx.deadline = t0 + self.config.tool_time_budget_s
+        ctx.max_image_pixels = self.config.max_image_pixels
+        try:
+            args = self.validate(name, arguments)
+            result = self.tool(name).run(args, ctx)
+        except (ArgumentError, ToolError) as e:
+            result = ToolResult(error=str(e))
+        except Exception as e:  # a backend bug must not take the episode down
+            result = ToolResult(error=f"{name} failed: {type(e).__name__}: {e}")
+        elapsed = time.monotonic() - t0
+        if result.error is None and elapsed > self.config.tool_time_budget_s:
+            result.data["over_budget"] = f"took {elapsed:.2f} s, budget {self.config.tool_time_budget_s:g} s"
+        result.ms = round(elapsed * 1000, 2)
+        return result

@@ -1,0 +1,123 @@
+"""track: follow an object from a box through the frame buffer between two times.
+
+Backends register in ``TRACK_BACKENDS`` as callables
+``(frames_rgb: list[HxWx3], box, should_stop) -> list[box | None]`` (``None`` = lost in that
+frame). Defaults are OpenCV contrib's CSRT (accurate, ~25 ms/frame at 640x480), KCF (fast, no
+scale change) and MIL; ``sam2`` (see ``sam2_backend``) runs the SAM 2 video predictor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from pixelis_ros.boxes import int_box, round_box
+from pixelis_ros.tools.arguments import Box, arg
+from pixelis_ros.tools.base import Detection, Tool, ToolContext, ToolError, ToolResult, lookup, make_registry, register_tool
+
+TRACK_BACKENDS, register_track_backend = make_registry("track")
+
+
+class OpenCVTracker:
+    """One of OpenCV's single-object trackers, fed BGR frames as OpenCV expects."""
+
+    def __init__(self, create: Callable[[], object]):
+        self.create = create
+
+    def __call__(self, frames: list[np.ndarray], box, should_stop: Callable[[], bool]) -> list:
+        tracker = self.create()
+        x1, y1, x2, y2 = int_box(box)
+        tracker.init(np.ascontiguousarray(frames[0][:, :, ::-1]), (x1, y1, x2 - x1, y2 - y1))
+        boxes: list = [tuple(float(v) for v in box)]
+        for rgb in frames[1:]:
+            if should_stop():
+                break
+            ok, (x, y, w, h) = tracker.update(np.ascontiguousarray(rgb[:, :, ::-1]))
+            boxes.append((float(x), float(y), float(x + w), float(y + h)) if ok and w > 0 and h > 0 else None)
+        return boxes
+
+
+register_track_backend("csrt")(lambda: OpenCVTracker(cv2.TrackerCSRT.create))
+register_track_backend("kcf")(lambda: OpenCVTracker(cv2.TrackerKCF.create))
+register_track_backend("mil")(lambda: OpenCVTracker(cv2.TrackerMIL.create))
+
+
+@dataclass(frozen=True)
+class TrackArgs:
+    bbox_2d: Box = arg(doc="box of the object [x1, y1, x2, y2] in pixels of the start frame")
+    start: str = arg("frame:0", "frame where the box is given: frame:<index> or frame:<seconds>s")
+    end: str = arg("frame:-1", "last frame to track to: frame:<index> or frame:<seconds>s")
+
+
+@register_tool
+class TrackTool(Tool):
+    name = "track"
+    description = "Track an object from a box in the start frame to the end frame; returns per-frame boxes (null when lost) and keyframe crops."
+    Args = TrackArgs
+
+    def __init__(self, backend: str = "csrt", keyframes: int = 3, **backend_options):
+        self.backend_name = backend
+        self.keyframes = keyframes
+        self.tracker = lookup(TRACK_BACKENDS, "track", backend)(**backend_options)
+
+    def run(self, args: TrackArgs, ctx: ToolContext) -> ToolResult:
+        i0, i1 = ctx.frame_index(args.start), ctx.frame_index(args.end)
+        if i1 <= i0:
+            raise ToolError(f"track needs end after start: {args.start} is frame {i0}, {args.end} is frame {i1}")
+        box = ctx.check_box(args.bbox_2d, f"frame:{i0}")
+        frames = [ctx.image(f"frame:{i}") for i in range(i0, i1 + 1)]
+        boxes = self.tracker(frames, box, lambda: _past(ctx))
+        stopped_early = len(boxes) < len(frames)
+        boxes += [None] * (len(frames) - len(boxes))
+        times = [ctx.frames[i].stamp for i in range(i0, i1 + 1)]
+        status = _status(boxes)
+        found = [k for k, b in enumerate(boxes) if b is not None]
+        picks = sorted({found[round(j * (len(found) - 1) / max(1, self.keyframes - 1))] for j in range(self.keyframes)}) if found else []
+        crops = [_crop(frames[k], boxes[k]) for k in picks]
+        data = {
+            "boxes": [round_box(b) if b is not None else None for b in boxes],
+            "times": [round(t, 4) for t in times],
+            "status": status,
+            "start_frame": i0,
+            "end_frame": i1,
+            "lost_frames": sum(b is None for b in boxes),
+            "keyframes": [i0 + k for k in picks],
+        }
+        if stopped_early:
+            data["stopped_early"] = "time budget reached; later frames were not tracked"
+        last = next((k for k in reversed(found)), None)
+        text = f"tracked {len(found)}/{len(boxes)} frames" + (f", last seen at {times[last]:.2f} s" if last is not None else "")
+        dets = [Detection(b, f"frame:{i0 + k}", label="track") for k, b in enumerate(boxes) if b is not None]
+        origins = [(f"frame:{i0 + k}", boxes[k]) for k in picks]
+        return ToolResult(data=data, text=text, images=crops, image_origins=origins, detections=dets)
+
+
+def _past(ctx: ToolContext) -> bool:
+    try:
+        ctx.check_time_left("track")
+    except ToolError:
+        return True
+    return False
+
+
+def _status(boxes: list) -> list[str]:
+    """Per-frame "tracked" / "lost" / "found" (re-acquired after being lost)."""
+    out, lost = [], False
+    for b in boxes:
+        if b is None:
+            out.append("lost")
+            lost = True
+        else:
+            out.append("found" if lost else "tracked")
+            lost = False
+    return out
+
+
+def _crop(rgb: np.ndarray, box) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    x1, y1, x2, y2 = int_box(box)
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+    return rgb[y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)].copy()
