@@ -150,10 +150,10 @@ def parse_turn(text: str) -> Step:
         if re.search(rf"<{tag}>(?:(?!</{tag}>).)*$", stripped, re.DOTALL) and not stripped.endswith(f"</{tag}>"):
             stripped += f"</{tag}>"
     trace = parse(stripped)
-    turns = [s for s in trace.steps]
+    turns = trace.steps
     if not turns:
-        msg = trace.errors[0].message if trace.errors else "no <tool_call> or <answer> in the output"
-        return Step(error=msg)
+        detail = f" ({trace.errors[0].message})" if trace.errors and _OPEN.search(stripped) else ""
+        return Step(error="no <tool_call> or <answer> in the output" + detail)
     step = turns[0]
     if step.error is None and trace.errors:
         step.error = trace.errors[0].message

@@ -37,7 +37,7 @@ class RapidOCRReader:
         except ImportError as e:  # pragma: no cover - depends on the install
             raise ToolError("the rapidocr backend needs the OCR extra: pip install 'pixelis_ros[ocr]'") from e
         self.engine = RapidOCR(params={
-            "Global.log_level": "warning",
+            "Global.log_level": "error",  # "no text found" is a normal answer, not a warning
             "Global.use_cls": use_cls,  # text in robot scenes is mostly upright; cls costs ~30%
             "Global.text_score": min_score,
             "Det.limit_side_len": det_limit_side,

@@ -107,8 +107,12 @@ class TemporalTool(Tool):
     description = "Find when something happens in the recent frames (change, appear, disappear, colour, text, motion_stop); returns time spans in seconds and keyframes."
     Args = TemporalArgs
 
-    def __init__(self, change_threshold: float = 6.0, colour_fraction: float = 0.05, max_keyframes: int = 3, ocr=None):
-        self.change_threshold = change_threshold  # mean absolute grey difference, 0..255
+    def __init__(self, pixel_threshold: float = 20.0, change_fraction: float = 0.01, colour_fraction: float = 0.05,
+                 max_keyframes: int = 3, ocr=None):
+        # A region "changed" when more than change_fraction of its thumbnail pixels moved by more
+        # than pixel_threshold grey levels: a mean difference would miss small objects moving.
+        self.pixel_threshold = pixel_threshold
+        self.change_fraction = change_fraction
         self.colour_fraction = colour_fraction
         self.max_keyframes = max_keyframes
         self._ocr = ocr  # an OCRTool; built on first use of the text predicate
@@ -140,16 +144,19 @@ class TemporalTool(Tool):
             return [colour_mask(thumbnail(f, region, True), args.value or "").mean() >= self.colour_fraction for f in frames]
         grey = [thumbnail(f, region, False) for f in frames]
         if p in ("change", "motion_stop"):
-            moving = [False] + [float(np.abs(b - a).mean()) > self.change_threshold for a, b in zip(grey, grey[1:])]
+            moving = [False] + [self._differs(a, b) for a, b in zip(grey, grey[1:])]
             if p == "change":
                 return moving
             started = np.cumsum(moving) > 0
             return [bool(s) and not m for s, m in zip(started, moving)]
-        present = [float(np.abs(g - grey[0]).mean()) > self.change_threshold for g in grey]
+        present = [self._differs(grey[0], g) for g in grey]
         if p == "appear":
             return present
         seen = np.cumsum(present) > 0
         return [bool(s) and not pr for s, pr in zip(seen, present)]
+
+    def _differs(self, a: np.ndarray, b: np.ndarray) -> bool:
+        return float((np.abs(b - a) > self.pixel_threshold).mean()) > self.change_fraction
 
     def _text_flags(self, frames: list[Frame], region, value: str, ctx: ToolContext) -> list[bool]:
         if self._ocr is None:

@@ -1,0 +1,92 @@
+"""The CoTA grammar: round trips, structured errors, schemas and chat messages."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings, strategies as st
+
+from pixelis_ros import cota
+from pixelis_ros.cota import Step, ToolCall, parse, parse_turn, to_messages, tool_schema
+from pixelis_ros.tools import TOOLS, Toolbox
+
+# Bodies may hold anything but the grammar's own tags (a canonical trace never nests them).
+body = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40).filter(
+    lambda s: not any(f"<{t}>" in s or f"</{t}>" in s for t in cota.TAGS))
+json_value = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False) | body,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(body, inner, max_size=4), max_leaves=10)
+call = st.builds(ToolCall, name=body, arguments=st.dictionaries(body, json_value, max_size=4))
+call_step = st.builds(lambda t, c, r: Step(think=t, call=c, response=r), st.none() | body, call, st.none() | body)
+answer_step = st.builds(lambda t, a: Step(think=t, answer=a), st.none() | body, body)
+trace = st.tuples(st.lists(call_step, max_size=4), answer_step).map(lambda p: p[0] + [p[1]])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(trace)
+def test_format_parse_round_trip(steps):
+    text = cota.format(steps)
+    parsed = parse(text)
+    assert parsed.errors == []
+    assert cota.format(parsed.steps) == text
+    assert [s.call for s in parsed.steps] == [s.call for s in steps]
+    assert [s.answer for s in parsed.steps] == [s.answer for s in steps]
+
+
+tag_soup = st.lists(st.sampled_from(["<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>",
+                                     "</tool_response>", "<answer>", "</answer>", "{", "}", '"name"', ":", '"arguments"',
+                                     "[", "]", ",", "\n", "x", '"zoom"', "1e999", "null"]) | st.text(max_size=8), max_size=30).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(max_size=300) | tag_soup)
+def test_parse_never_raises(text):
+    result = parse(text)
+    assert all(isinstance(e.offset, int) and e.message for e in result.errors)
+    step = parse_turn(text)
+    assert step.error is not None or step.call is not None or step.answer is not None
+
+
+def test_parse_reports_structured_errors():
+    result = parse('<think>a</think>\n<tool_call>\n{"name": "zoom", "arguments": [1]}\n</tool_call>\ntrailing')
+    messages = [e.message for e in result.errors]
+    assert any("'arguments' must be a JSON object" in m for m in messages)
+    assert any("unexpected text outside tags" in m for m in messages)
+    assert parse("<answer>half").errors[0].message == "unclosed <answer>"
+    assert "directly follow" in parse("<tool_response>\nx\n</tool_response>").errors[0].message
+
+
+def test_parse_turn_cases():
+    step = parse_turn('<think>look</think>\n<tool_call>\n{"name": "zoom", "arguments": {"bbox_2d": [1, 2, 3, 4]}}')
+    assert step.error is None and step.call == ToolCall("zoom", {"bbox_2d": [1, 2, 3, 4]})  # stop string stripped
+    assert parse_turn("<answer> 42 </answer>").answer == " 42 "
+    assert "no <tool_call> or <answer>" in parse_turn("I think the answer is 42").error
+    assert "not valid JSON" in parse_turn("<tool_call>{name: zoom}</tool_call>").error
+    assert "more than one" in parse_turn("<answer>a</answer><answer>b</answer>").error
+    assert "unexpected key" in parse_turn('<tool_call>{"name": "ocr", "arguments": {}, "x": 1}</tool_call>').error
+
+
+def test_schemas_come_from_typed_signatures():
+    schemas = {s["function"]["name"]: s["function"] for s in Toolbox().schemas()}
+    assert set(schemas) == {"zoom", "ocr", "segment", "track", "temporal"}
+    zoom = schemas["zoom"]["parameters"]
+    assert zoom["required"] == ["bbox_2d"] and zoom["additionalProperties"] is False
+    assert zoom["properties"]["bbox_2d"] == {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
+                                             "description": zoom["properties"]["bbox_2d"]["description"]}
+    assert zoom["properties"]["image"]["default"] == "frame:-1"
+    temporal = schemas["temporal"]["parameters"]["properties"]["predicate"]
+    assert temporal["enum"] == ["change", "appear", "disappear", "colour", "text", "motion_stop"]
+    assert all(p["description"] for s in schemas.values() for p in s["parameters"]["properties"].values())
+    assert tool_schema(TOOLS["ocr"])["type"] == "function"
+
+
+def test_messages_with_image_placeholders():
+    steps = parse('<think>t</think>\n<tool_call>\n{"name": "zoom", "arguments": {"bbox_2d": [0, 0, 50, 50]}}\n</tool_call>\n'
+                  '<tool_response>\n{"size": [448, 448]}\n</tool_response>\n<answer>red</answer>').steps
+    msgs = to_messages("colour?", steps, Toolbox().schemas(), step_images=[["obs:0"], []])
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant"]
+    assert "<tools>" in msgs[0]["content"][0]["text"] and '"name": "zoom"' in msgs[0]["content"][0]["text"]
+    assert msgs[1]["content"] == [{"type": "image", "image": "frame:-1"}, {"type": "text", "text": "colour?"}]
+    assert msgs[3]["content"][0]["text"].startswith("<tool_response>\n") and msgs[3]["content"][1] == {"type": "image", "image": "obs:0"}
+    assert json.loads(msgs[2]["content"][0]["text"].split("\n")[2]) == {"name": "zoom", "arguments": {"bbox_2d": [0, 0, 50, 50]}}
+    assert msgs[4]["content"][0]["text"] == "<answer>red</answer>"

@@ -1,0 +1,87 @@
+"""Argument validation: every bad call gets a precise error, and fuzzing finds no crash."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from pixelis_ros.frames import Frame, Frames
+from pixelis_ros.tools import ToolContext, Toolbox
+
+
+@pytest.fixture(scope="module")
+def toolbox():
+    return Toolbox()
+
+
+def context(n: int = 3, size=(320, 240)) -> ToolContext:
+    rng = np.random.default_rng(0)
+    return ToolContext(frames=Frames([Frame(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8), i * 0.1) for i in range(n)]))
+
+
+@pytest.mark.parametrize("name, arguments, message", [
+    ("crop", {}, "unknown tool 'crop'; known tools: ['ocr', 'segment', 'temporal', 'track', 'zoom']"),
+    ("zoom", {}, "tool 'zoom': missing required argument(s) ['bbox_2d']"),
+    ("zoom", {"bbox_2d": [0, 0, 50, 50], "colour": "red"}, "tool 'zoom': unknown argument(s) ['colour']"),
+    ("zoom", {"bbox_2d": "0,0,50,50"}, "argument 'bbox_2d' must be a list of 4 numbers"),
+    ("zoom", {"bbox_2d": [0, 0, 50]}, "argument 'bbox_2d' must be a list of 4 numbers"),
+    ("zoom", {"bbox_2d": [0, 0, True, 50]}, "argument 'bbox_2d[2]' must be a number, got bool"),
+    ("zoom", {"bbox_2d": [0, 0, 50, 50], "image": 3}, "argument 'image' must be a string"),
+    ("zoom", {"bbox_2d": [400, 300, 500, 400]}, "lies outside the 320x240 image"),
+    ("zoom", {"bbox_2d": [10, 10, 30, 100]}, "is 20x90 px inside the 320x240 image; the minimum side is 28 px"),
+    ("zoom", {"bbox_2d": [50, 50, 10, 100]}, "is inverted or empty"),
+    ("zoom", {"bbox_2d": [0, 0, 50, 50], "image": "obs:0"}, "unknown image reference 'obs:0': earlier tool outputs are none yet"),
+    ("zoom", {"bbox_2d": [0, 0, 50, 50], "image": "camera"}, "unknown image reference 'camera'"),
+    ("zoom", {"bbox_2d": [0, 0, 50, 50], "image": "frame:7"}, "frame index 7 is outside the buffer (it holds 3 frames"),
+    ("track", {"bbox_2d": [0, 0, 50, 50], "end": "frame:9.5s"}, "time 9.5 s is outside the buffer, which covers 0..0.3 s"),
+    ("track", {"bbox_2d": [0, 0, 50, 50], "start": "frame:2", "end": "frame:1"}, "track needs end after start"),
+    ("temporal", {"predicate": "smell"}, "argument 'predicate' must be one of ['change', 'appear'"),
+    ("temporal", {"predicate": "colour"}, "the 'colour' predicate needs a value"),
+    ("temporal", {"predicate": "colour", "value": "octarine"}, "unknown colour 'octarine'"),
+    ("segment", {}, "segment needs bbox_2d or point_2d"),
+    ("segment", {"point_2d": [500, 5]}, "point_2d [500, 5] lies outside the 320x240 image"),
+])
+def test_bad_calls_get_precise_errors(toolbox, name, arguments, message):
+    result = toolbox.run(name, arguments, context())
+    assert result.error is not None and message in result.error, result.error
+    assert result.response_json() == {"error": result.error}
+
+
+def test_nan_and_aspect(toolbox):
+    ctx = context(size=(4000, 100))
+    assert "must be finite" in toolbox.run("zoom", {"bbox_2d": [0, 0, float("nan"), 50]}, ctx).error
+    assert "aspect ratio 110.0 > 100" in toolbox.run("zoom", {"bbox_2d": [0, 0, 3300, 30]}, ctx).error
+
+
+def test_image_over_pixel_cap():
+    from pixelis_ros.tools import ToolboxConfig
+    result = Toolbox(ToolboxConfig(max_image_pixels=1000)).run("zoom", {"bbox_2d": [0, 0, 50, 50]}, context())
+    assert "has 76800 pixels, over the cap of 1000" in result.error
+
+
+def test_partly_outside_box_is_clamped(toolbox):
+    result = toolbox.run("zoom", {"bbox_2d": [-20, -20, 100, 60]}, context())
+    assert result.error is None and result.data["bbox_2d"] == [0.0, 0.0, 100.0, 60.0]
+
+
+number = st.one_of(st.integers(-10**5, 10**5), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none())
+value = st.one_of(number, st.text(max_size=12), st.lists(number, max_size=6),
+                  st.sampled_from(["frame:-1", "frame:0", "frame:0.15s", "frame:99", "obs:0", "obs:-1", "frame:-4", "frame:1e3s"]))
+names = st.sampled_from(["zoom", "ocr", "segment", "track", "temporal", "crop", ""])
+keys = st.sampled_from(["bbox_2d", "image", "point_2d", "start", "end", "predicate", "value", "x"])
+arguments = st.one_of(st.dictionaries(keys, value, max_size=5), value)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(names, arguments)
+def test_fuzzed_calls_never_raise(name, args):
+    result = FUZZ_TOOLBOX.run(name, args, FUZZ_CTX)
+    assert result.error is None or (isinstance(result.error, str) and result.error)
+    # "<tool> failed: <Exception>" is the Toolbox's catch-all for exceptions a tool did not expect.
+    assert not (result.error or "").startswith(f"{name} failed:"), result.error
+    assert isinstance(result.response_json(), dict)
+
+
+FUZZ_TOOLBOX = Toolbox(enabled=["zoom", "segment", "track", "temporal", "ocr"])
+FUZZ_CTX = context(n=3, size=(96, 64))
