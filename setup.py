@@ -48,6 +48,5 @@ setup(
     zip_safe=True,
     maintainer="pixelis_ros developers",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={"console_scripts": ["pixelis = pixelis_ros.cli:main"]},
 )

@@ -20,12 +20,15 @@ def fmt_box(box: Sequence[float]) -> str:
     return "[" + ", ".join(f"{v:g}" for v in box) + "]"
 
 
-def check_box(box: Sequence[float], width: int, height: int, name: str = "bbox_2d") -> tuple[Box | None, str | None]:
+def check_box(box: Sequence[float], width: int, height: int, name: str = "bbox_2d",
+              min_side: float = MIN_BOX_SIDE) -> tuple[Box | None, str | None]:
     """Clamp ``box`` to a ``width`` x ``height`` image, or explain why it cannot be used.
 
     Returns ``(clamped_box, None)`` or ``(None, message)``. Partly outside boxes are clamped;
-    boxes that are not finite, inverted, wholly outside, thinner than ``MIN_BOX_SIDE`` after
-    clamping or more elongated than ``MAX_ASPECT_RATIO`` are errors.
+    boxes that are not finite, inverted, wholly outside, thinner than ``min_side`` after
+    clamping or more elongated than ``MAX_ASPECT_RATIO`` are errors. ``min_side`` is
+    ``MIN_BOX_SIDE`` for boxes that become crops shown to a model; boxes that only locate an
+    object (track, segment) may be smaller.
     """
     if len(box) != 4:
         return None, f"{name} must have 4 numbers [x1, y1, x2, y2], got {len(box)}"
@@ -38,10 +41,10 @@ def check_box(box: Sequence[float], width: int, height: int, name: str = "bbox_2
         return None, f"{name} {fmt_box(box)} lies outside the {width}x{height} image"
     cx1, cy1, cx2, cy2 = max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)
     w, h = cx2 - cx1, cy2 - cy1
-    if min(w, h) < MIN_BOX_SIDE:
+    if min(w, h) < min_side:
         return None, (
             f"{name} {fmt_box(box)} is {w:g}x{h:g} px inside the {width}x{height} image; "
-            f"the minimum side is {MIN_BOX_SIDE} px (enlarge the box)"
+            f"the minimum side is {min_side:g} px (enlarge the box)"
         )
     if max(w, h) / min(w, h) > MAX_ASPECT_RATIO:
         return None, f"{name} {fmt_box(box)} has aspect ratio {max(w, h) / min(w, h):.1f} > {MAX_ASPECT_RATIO:g}"

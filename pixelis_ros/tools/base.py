@@ -18,9 +18,14 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from pixelis_ros.boxes import check_box, check_point, round_box
+from pixelis_ros.boxes import MIN_BOX_SIDE, check_box, check_point, round_box
 from pixelis_ros.frames import FrameLookupError, Frames
 from pixelis_ros.image_codec import to_rgb8
+
+
+# Boxes that only locate an object (track, segment) may be smaller than a crop; trackers and
+# segmenters still need a few pixels to work with.
+MIN_OBJECT_SIDE = 4
 
 
 class ToolError(ValueError):
@@ -123,9 +128,9 @@ class ToolContext:
         except FrameLookupError as e:
             raise ToolError(str(e)) from None
 
-    def check_box(self, box, ref: str, name: str = "bbox_2d") -> tuple[float, float, float, float]:
+    def check_box(self, box, ref: str, name: str = "bbox_2d", min_side: float = MIN_BOX_SIDE) -> tuple[float, float, float, float]:
         img = self.raw_image(ref)
-        clamped, err = check_box(box, img.shape[1], img.shape[0], name)
+        clamped, err = check_box(box, img.shape[1], img.shape[0], name, min_side)
         if err:
             raise ToolError(err)
         return clamped  # type: ignore[return-value]

@@ -14,7 +14,7 @@ import numpy as np
 
 from pixelis_ros.boxes import int_box, MIN_BOX_SIDE
 from pixelis_ros.tools.arguments import Box, Point, arg
-from pixelis_ros.tools.base import MaskSummary, Detection, Tool, ToolContext, ToolError, ToolResult, lookup, make_registry, register_tool
+from pixelis_ros.tools.base import MIN_OBJECT_SIDE, MaskSummary, Detection, Tool, ToolContext, ToolError, ToolResult, lookup, make_registry, register_tool
 
 SEGMENT_BACKENDS, register_segment_backend = make_registry("segment")
 
@@ -90,7 +90,7 @@ class SegmentTool(Tool):
     def run(self, args: SegmentArgs, ctx: ToolContext) -> ToolResult:
         if args.bbox_2d is None and args.point_2d is None:
             raise ToolError("segment needs bbox_2d or point_2d")
-        box = ctx.check_box(args.bbox_2d, args.image) if args.bbox_2d is not None else None
+        box = ctx.check_box(args.bbox_2d, args.image, min_side=MIN_OBJECT_SIDE) if args.bbox_2d is not None else None
         point = ctx.check_point(args.point_2d, args.image) if args.point_2d is not None else None
         rgb = ctx.image(args.image)
         summary = summarise_mask(self.segmenter(rgb, box, point), args.image)

@@ -16,7 +16,7 @@ import numpy as np
 
 from pixelis_ros.boxes import int_box, round_box
 from pixelis_ros.tools.arguments import Box, arg
-from pixelis_ros.tools.base import Detection, Tool, ToolContext, ToolError, ToolResult, lookup, make_registry, register_tool
+from pixelis_ros.tools.base import MIN_OBJECT_SIDE, Detection, Tool, ToolContext, ToolError, ToolResult, lookup, make_registry, register_tool
 
 TRACK_BACKENDS, register_track_backend = make_registry("track")
 
@@ -67,7 +67,7 @@ class TrackTool(Tool):
         i0, i1 = ctx.frame_index(args.start), ctx.frame_index(args.end)
         if i1 <= i0:
             raise ToolError(f"track needs end after start: {args.start} is frame {i0}, {args.end} is frame {i1}")
-        box = ctx.check_box(args.bbox_2d, f"frame:{i0}")
+        box = ctx.check_box(args.bbox_2d, f"frame:{i0}", min_side=MIN_OBJECT_SIDE)
         frames = [ctx.image(f"frame:{i}") for i in range(i0, i1 + 1)]
         boxes = self.tracker(frames, box, lambda: _past(ctx))
         stopped_early = len(boxes) < len(frames)
