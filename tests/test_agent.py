@@ -1,0 +1,97 @@
+"""The episode loop with the real tools: answers, errors as observations, caps, trace, render."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pixelis_ros.agent import Agent, AgentLimits
+from pixelis_ros.boxes import iou
+from pixelis_ros.cota import parse
+from pixelis_ros.demo import demo_script, make_sign_scene
+from pixelis_ros.frames import FrameBuffer
+from pixelis_ros.policy import ScriptedPolicy
+from pixelis_ros.render import render_episode
+from pixelis_ros.tools import Toolbox, ToolboxConfig
+
+
+@pytest.fixture(scope="module")
+def toolbox():
+    return Toolbox()
+
+
+@pytest.fixture(scope="module")
+def scene():
+    img, box, text = make_sign_scene(seed=5)
+    buf = FrameBuffer()
+    buf.add(img, 0.0)
+    return buf, box, text
+
+
+def call(name, **arguments) -> str:
+    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>\n"
+
+
+def test_zoom_ocr_answer_episode(scene, toolbox):
+    buf, box, text = scene
+    episode = Agent(ScriptedPolicy(demo_script(box)), toolbox).run("What does the sign say?", buf)
+    assert episode.stop_reason == "answer" and episode.answer.replace(" ", "") == text.replace(" ", "")
+    record = episode.to_json()
+    assert [s.get("call", {}).get("name") for s in record["steps"]] == ["zoom", "ocr", None]
+    assert record["steps"][0]["response"]["images"] == ["obs:0"] and record["steps"][1]["response"]["lines"]
+    assert record["chain_length"] == 2 and record["tool_errors"] == 0 and record["timings_ms"]["tools"] > 0
+    ax1, ay1, ax2, ay2 = record["action"]["bbox_2d"]  # the zoomed region, which holds the sign
+    assert ax1 <= box[0] and ay1 <= box[1] and ax2 >= box[2] and ay2 >= box[3] and record["action"]["image"] == "frame:-1"
+    # The OCR line was read in the zoomed image; mapped back it lies on the sign in the frame.
+    ref, ocr_box = episode.to_frame(episode.records[1].result.detections[0])
+    assert ref == "frame:-1" and iou(ocr_box, box) > 0.3
+    assert parse(record["trace"]).errors == []
+    annotated = render_episode(episode, buf.snapshot())
+    assert annotated.shape == buf.snapshot()[-1].image.shape and not np.array_equal(annotated, buf.snapshot()[-1].image)
+
+
+def test_bad_turns_and_failing_calls_are_observations(scene, toolbox):
+    buf, _, _ = scene
+    script = ("<think>try</think>\n" + call("crop", bbox_2d=[0, 0, 50, 50])
+              + "<tool_call>\n{not json}\n</tool_call>\n"
+              + call("zoom", bbox_2d=[5000, 5000, 5100, 5100])
+              + call("zoom", bbox_2d=[0, 0, 100, 100], image="obs:3")
+              + "<answer>unknown</answer>")
+    episode = Agent(ScriptedPolicy(script), toolbox).run("q", buf)
+    record = episode.to_json()
+    assert episode.stop_reason == "answer" and len(record["steps"]) == 5
+    errors = [s["response"]["error"] for s in record["steps"][:4]]
+    assert "unknown tool 'crop'" in errors[0]
+    assert errors[1].startswith("could not use your last turn: tool call is not valid JSON")
+    assert "lies outside the 1920x1080 image" in errors[2]
+    assert "unknown image reference 'obs:3'" in errors[3]
+    assert record["tool_errors"] == 3 and record["invalid_turns"] == 1 and record["action"] is None
+
+
+def test_caps_and_stop_reasons(scene, toolbox):
+    buf, _, _ = scene
+    zooms = call("zoom", bbox_2d=[0, 0, 400, 400]) * 6
+    episode = Agent(ScriptedPolicy(zooms), toolbox, AgentLimits(max_steps=3)).run("q", buf)
+    assert episode.stop_reason == "max_steps" and len(episode.records) == 3 and episode.answer is None
+    episode = Agent(ScriptedPolicy(zooms), toolbox, AgentLimits(max_episode_pixels=448 * 448 * 2)).run("q", buf)
+    assert "exceed" in episode.to_json()["steps"][2]["response"]["error"]
+    exhausted = Agent(ScriptedPolicy(call("zoom", bbox_2d=[0, 0, 400, 400])), toolbox).run("q", buf)
+    assert exhausted.stop_reason == "policy_error" and "has no turn 2" in exhausted.error
+    assert Agent(ScriptedPolicy(zooms), toolbox).run("q", FrameBuffer()).stop_reason == "no_frames"
+    assert Agent(ScriptedPolicy(zooms), toolbox).run("  ", buf).error == "the query is empty"
+    assert "over the limit of 2000" in Agent(ScriptedPolicy(zooms), toolbox).run("x" * 5000, buf).error
+    assert Agent(ScriptedPolicy(zooms), toolbox).run(None, buf).stop_reason == "bad_query"
+
+
+def test_time_budget_stops_long_tools():
+    frames = FrameBuffer()
+    for i in range(20):
+        frames.add(np.full((120, 160, 3), 200, np.uint8), i / 10)
+    toolbox = Toolbox(ToolboxConfig(tool_time_budget_s=0.0))
+    script = call("temporal", predicate="text", value="17") + call("track", bbox_2d=[10, 10, 60, 60]) + "<answer>-</answer>"
+    record = Agent(ScriptedPolicy(script), toolbox).run("when?", frames).to_json()
+    assert "temporal text scan ran out of its time budget" in record["steps"][0]["response"]["error"]
+    track = record["steps"][1]["response"]
+    assert "stopped_early" in track and track["boxes"][-1] is None and "over_budget" in track
