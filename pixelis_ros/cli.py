@@ -7,6 +7,7 @@ reported as ``{"error": ...}`` (or a message on stderr) with exit status 2, neve
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -38,24 +39,20 @@ def _load(args) -> object:
     return load_frames(image=getattr(args, "image", None), frames_dir=getattr(args, "frames", None), video=getattr(args, "video", None))
 
 
-def _add_inputs(p: argparse.ArgumentParser, image=True, video=True) -> None:
+def _add_inputs(p: argparse.ArgumentParser, image=True) -> None:
     if image:
         p.add_argument("--image", help="an image file")
-    if video:
-        p.add_argument("--frames", help="a folder of frames (sorted by name)")
-        p.add_argument("--video", help="a video file")
+    p.add_argument("--frames", help="a folder of frames (sorted by name)")
+    p.add_argument("--video", help="a video file")
 
 
 def _tool_call(args) -> tuple[str, dict]:
     a: dict = {}
     if getattr(args, "bbox", None):
         a["bbox_2d"] = _numbers(args.bbox, 4, "--bbox")
-    if args.tool == "zoom":
-        a["image"] = "frame:0"
-    elif args.tool == "ocr":
-        a["image"] = "frame:0"
-    elif args.tool == "segment":
-        a["image"] = "frame:0"
+    if args.tool in ("zoom", "ocr", "segment"):
+        a["image"] = _frame_ref(args.frame)
+    if args.tool == "segment":
         if args.point:
             a["point_2d"] = _numbers(args.point, 2, "--point")
     elif args.tool == "track":
@@ -72,14 +69,11 @@ def cmd_tools(args) -> dict:
     from pixelis_ros.render import save_rgb
     from pixelis_ros.tools import ToolContext, Toolbox, ToolboxConfig
 
-    options = {"checkpoint": args.checkpoint} if getattr(args, "checkpoint", None) else {}
-    config = ToolboxConfig(
-        segment_backend=getattr(args, "backend", None) or "grabcut" if args.tool == "segment" else "grabcut",
-        segment_options=options if args.tool == "segment" else {},
-        track_backend=getattr(args, "backend", None) or "csrt" if args.tool == "track" else "csrt",
-        track_options=options if args.tool == "track" else {},
-        tool_time_budget_s=args.budget,
-    )
+    config = ToolboxConfig(tool_time_budget_s=args.budget)
+    if args.tool in ("segment", "track"):
+        backend = args.backend or getattr(config, f"{args.tool}_backend")
+        options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+        config = dataclasses.replace(config, **{f"{args.tool}_backend": backend, f"{args.tool}_options": options})
     frames = _load(args)
     name, arguments = _tool_call(args)
     result = Toolbox(config).run(name, arguments, ToolContext(frames=frames))
@@ -133,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in [("zoom", "crop and enlarge a region"), ("ocr", "read text"), ("segment", "segment an object"),
                            ("track", "track an object through frames"), ("temporal", "find when something happens")]:
         p = tools.add_parser(name, help=helptext)
-        _add_inputs(p, image=name in ("zoom", "ocr", "segment"), video=name in ("track", "temporal"))
+        _add_inputs(p, image=name in ("zoom", "ocr", "segment"))
+        if name in ("zoom", "ocr", "segment"):
+            p.add_argument("--frame", default="-1", help="which frame of --frames/--video: index or <seconds>s (default: newest)")
         p.add_argument("--bbox", required=name in ("zoom", "track"), help="x1,y1,x2,y2 in pixels of the image")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--budget", type=float, default=120.0, help="time budget in seconds")

@@ -57,6 +57,8 @@ def test_tools_json_contracts(files):
     assert len(kcf["boxes"]) == 6
     temporal = pixelis("tools", "temporal", "--video", str(d / "clip.mp4"), "--predicate", "text", "--value", "17", "--json")
     assert temporal["spans"] == [[1.7, 1.8]]
+    frame17 = pixelis("tools", "ocr", "--video", str(d / "clip.mp4"), "--frame", "1.75s", "--json")
+    assert frame17["text"] == "17"
 
 
 def test_run_writes_trace_and_annotated_image(files):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pixelis_ros.frames import Frame, Frames
-from pixelis_ros.tools import ToolContext, Toolbox
+from pixelis_ros.tools import ToolContext, Toolbox, ToolboxConfig
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,6 @@ def test_nan_and_aspect(toolbox):
 
 
 def test_image_over_pixel_cap():
-    from pixelis_ros.tools import ToolboxConfig
     result = Toolbox(ToolboxConfig(max_image_pixels=1000)).run("zoom", {"bbox_2d": [0, 0, 50, 50]}, context())
     assert "has 76800 pixels, over the cap of 1000" in result.error
 
@@ -85,3 +84,14 @@ def test_fuzzed_calls_never_raise(name, args):
 
 FUZZ_TOOLBOX = Toolbox(enabled=["zoom", "segment", "track", "temporal", "ocr"])
 FUZZ_CTX = context(n=3, size=(96, 64))
+
+
+def test_backend_configuration_errors_are_observations():
+    ctx = context()
+    result = Toolbox(ToolboxConfig(track_backend="nope")).run("track", {"bbox_2d": [0, 0, 50, 50]}, ctx)
+    assert result.error == "unknown track backend 'nope'; known: ['csrt', 'kcf', 'mil', 'sam2']"
+    paddle = ToolboxConfig(ocr_backend="paddleocr", ocr_options={"det_model_dir": "/no/det", "rec_model_dir": "/no/rec"})
+    result = Toolbox(paddle).run("ocr", {}, ctx)
+    assert "paddleocr" in result.error.lower() or "/no/det" in result.error
+    sam = ToolboxConfig(segment_backend="sam2", segment_options={"checkpoint": "/no/sam2.pt"})
+    assert "only .safetensors weights are loaded" in Toolbox(sam).run("segment", {"point_2d": [5, 5]}, ctx).error
