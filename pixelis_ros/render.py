@@ -27,36 +27,43 @@ def _label(img: np.ndarray, text: str, x: int, y: int, colour, scale: float) -> 
 
 
 def render_episode(episode: Episode, frames: Frames) -> np.ndarray:
-    """The newest frame with the episode's boxes, mask, track and answer drawn on it (RGB)."""
+    """The newest frame with the episode's boxes, masks, tracks, OCR text, time spans and answer
+    drawn on it (RGB)."""
     if len(frames) == 0:
         return np.zeros((240, 320, 3), np.uint8)
     newest = len(frames) - 1
     img = to_rgb8(frames[-1].image).copy()
     scale = max(0.4, img.shape[1] / 1600)
     thickness = max(1, img.shape[1] // 640)
+    spans: list[str] = []
     for record in episode.records:
         result = record.result
         if result is None or result.error is not None:
             continue
+        spans += [f"{a:.2f}-{b:.2f}s" for a, b in result.spans]
         if result.mask is not None and _frame_index(result.mask.image, frames) == newest:
-            img[result.mask.mask] = (0.5 * img[result.mask.mask] + 0.5 * np.array(COLOURS["segment"])).astype(np.uint8)
-        track = [d for d in result.detections if d.label == "track"]
-        centres = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in (d.bbox_2d for d in track)]
-        if len(centres) > 1:
-            cv2.polylines(img, [np.array(centres, np.int32)], False, COLOURS["track"], thickness, cv2.LINE_AA)
+            m = result.mask.mask
+            img[m] = (0.5 * img[m] + 0.5 * np.array(COLOURS["segment"])).astype(np.uint8)
+        track = [episode.to_frame(d)[1] for d in result.detections if d.label == "track"]
+        if track:  # the path of the box centre, and the box where it was last seen
+            centres = np.array([((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in track], np.int32)
+            cv2.polylines(img, [centres], False, COLOURS["track"], thickness, cv2.LINE_AA)
+            _box(img, track[-1], "track", COLOURS["track"], scale, thickness)
         for det in result.detections:
-            if det.label == "track" and det is not (track[-1] if track else None):
-                continue
             ref, box = episode.to_frame(det)
-            if _frame_index(ref, frames) != newest and det.label != "track":
-                continue
-            colour = COLOURS.get(det.label, COLOURS["ocr"])
-            x1, y1, x2, y2 = int_box(box)
-            cv2.rectangle(img, (x1, y1), (x2, y2), colour, thickness)
-            _label(img, det.label if det.label in COLOURS else f'"{det.label}"', x1, y1 - 2, colour, scale)
-    banner = f"Q: {episode.query}  A: {episode.answer if episode.answer is not None else '(' + episode.stop_reason + ')'}"
+            if det.label != "track" and _frame_index(ref, frames) == newest:
+                label = det.label if det.label in COLOURS else f'"{det.label}"'
+                _box(img, box, label, COLOURS.get(det.label, COLOURS["ocr"]), scale, thickness)
+    answer = episode.answer if episode.answer is not None else f"({episode.stop_reason})"
+    banner = f"Q: {episode.query}  A: {answer}" + (f"  when: {', '.join(spans)}" if spans else "")
     _label(img, banner, 0, int(30 * scale) + 4, (255, 255, 255), scale)
     return img
+
+
+def _box(img: np.ndarray, box, label: str, colour, scale: float, thickness: int) -> None:
+    x1, y1, x2, y2 = int_box(box)
+    cv2.rectangle(img, (x1, y1), (x2, y2), colour, thickness)
+    _label(img, label, x1, y1 - 2, colour, scale)
 
 
 def _frame_index(ref: str, frames: Frames) -> int | None:

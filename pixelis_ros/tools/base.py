@@ -83,10 +83,13 @@ class ToolResult:
     ms: float = 0.0  # wall time of the call, set by the Toolbox
 
     def response_json(self, image_refs: list[str] | None = None) -> dict:
-        """The JSON the model sees inside ``<tool_response>``."""
+        """The JSON the model sees inside ``<tool_response>``: the data, a one-line summary and
+        the references of the images shown with it."""
         if self.error is not None:
             return {"error": self.error}
         out = dict(self.data)
+        if self.text and "text" not in out:
+            out["summary"] = self.text
         if image_refs:
             out["images"] = image_refs
         return out

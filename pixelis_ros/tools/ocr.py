@@ -32,13 +32,13 @@ class RapidOCRReader:
     """RapidOCR (PP-OCRv6 small, ONNX Runtime on the CPU).
 
     ``det_limit_side`` caps the detector's input side: 960 read the ICDAR samples best among
-    736/960/1280 and keeps a 640x480 frame at full resolution. A small image in which the
-    detector finds nothing is usually a tight word crop (text fills it, no margin for the
-    detector), so it is read once more with recognition alone.
+    736/960/1280 and keeps a 640x480 frame at full resolution. An image no taller than
+    ``word_crop_max_height`` is first read as one text line by the recogniser alone and kept
+    when it scores at least ``confident_score``; otherwise detection runs as usual.
     """
 
     def __init__(self, det_limit_side: int = 960, threads: int = 2, use_cls: bool = False, min_score: float = 0.5,
-                 word_crop_max_height: int = 96):
+                 word_crop_max_height: int = 96, confident_score: float = 0.8):
         try:
             from rapidocr import RapidOCR
         except ImportError as e:  # pragma: no cover - depends on the install
@@ -46,6 +46,7 @@ class RapidOCRReader:
         self.use_cls = use_cls  # text in robot scenes is mostly upright; cls costs ~30%
         self.min_score = min_score
         self.word_crop_max_height = word_crop_max_height
+        self.confident_score = confident_score
         self.engine = RapidOCR(params={
             "Global.log_level": "error",  # "no text found" is a normal answer, not a warning
             "Global.use_cls": use_cls,
@@ -57,17 +58,24 @@ class RapidOCRReader:
 
     def __call__(self, rgb: np.ndarray) -> list[Line]:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        # A single text line (a word crop, or a tight zoom) is read by the recogniser alone: ~4x
+        # faster than detection, and the detector misses text that fills the whole image.
+        line = rgb.shape[0] <= self.word_crop_max_height and rgb.shape[1] >= rgb.shape[0] // 2
+        whole = self._recognise(bgr) if line else None
+        if whole is not None and whole[2] >= self.confident_score:
+            return [whole]
         # RapidOCR keeps per-call flags as state, so every call states all of them.
         out = self.engine(bgr, use_det=True, use_cls=self.use_cls, use_rec=True)
         if out.txts:
             return [(t, _poly_box(b), float(s)) for t, b, s in zip(out.txts, out.boxes, out.scores)]
-        if rgb.shape[0] > self.word_crop_max_height or rgb.shape[1] < rgb.shape[0] // 2:
-            return []
+        return [whole] if whole is not None and whole[2] >= self.min_score else []
+
+    def _recognise(self, bgr: np.ndarray) -> Line | None:
         rec = self.engine(bgr, use_det=False, use_cls=False, use_rec=True)
-        text, score = "".join(rec.txts or ()), float(rec.scores[0]) if rec.scores else 0.0
-        if not text.strip() or score < self.min_score:
-            return []
-        return [(text, (0.0, 0.0, float(rgb.shape[1]), float(rgb.shape[0])), score)]
+        text = "".join(rec.txts or ()).strip()
+        if not text:
+            return None
+        return text, (0.0, 0.0, float(bgr.shape[1]), float(bgr.shape[0])), float(rec.scores[0])
 
 
 @register_ocr_backend("paddleocr")

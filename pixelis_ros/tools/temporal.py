@@ -50,7 +50,10 @@ def thumbnail(frame: Frame, region, colour: bool) -> np.ndarray:
         if region is not None:
             x1, y1, x2, y2 = region
             img = img[y1:y2, x1:x2]
-        img = to_rgb8(img)
+        # Subsample to about twice the thumbnail first (a free strided view), then area-average:
+        # 4x cheaper than averaging the full frame, and still averages 4 samples per pixel.
+        stride = max(1, max(img.shape[:2]) // (2 * THUMB_SIDE))
+        img = to_rgb8(img[::stride, ::stride])
         scale = min(1.0, THUMB_SIDE / max(img.shape[:2]))
         size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
         small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
