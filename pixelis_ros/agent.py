@@ -13,7 +13,6 @@ import json
 import time
 from dataclasses import dataclass
 
-from pixelis_ros import tools as _tools  # noqa: F401  (registers the tools)
 from pixelis_ros.cota import format_response, format_turn, parse_turn, to_messages
 from pixelis_ros.episode import Episode, StepRecord
 from pixelis_ros.frames import FrameBuffer, Frames

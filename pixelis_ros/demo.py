@@ -1,8 +1,9 @@
 """The built-in demo: a large generated frame with a small sign, read by zoom -> OCR -> answer.
 
 The scene is made in code (no files needed): a 1920x1080 cluttered background and a sign whose
-text is too small to read from the whole frame, so the chain of pixel operations is what makes
-the answer possible. The policy is the ScriptedPolicy (a replayed trace, not a model); the
+text is about 5 px high. OCR of the whole frame misreads it more often than not (4/10 seeds read
+right, seed 0 gives "RMP 81"); after the zoom it reads 10/10, so the chain of pixel operations
+is what makes the answer reliable. The policy is the ScriptedPolicy (a replayed trace, not a model); the
 tools are the real ones. The demo also reads the whole frame without zooming, to show the
 difference.
 """
@@ -38,12 +39,12 @@ def make_sign_scene(seed: int = 0, size: tuple[int, int] = (1920, 1080)) -> tupl
         else:
             cv2.rectangle(img, (x, y), (x + r, y + r // 2), colour, -1)
     text = f"{rng.choice(WORDS)} {rng.randrange(10, 99)}"
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.2, 1)
     x1, y1 = rng.randrange(100, w - 200), rng.randrange(100, h - 100)
     box = (x1, y1, x1 + tw + 12, y1 + th + base + 12)
     cv2.rectangle(img, box[:2], box[2:], (245, 245, 235), -1)
     cv2.rectangle(img, box[:2], box[2:], (30, 30, 30), 1)
-    cv2.putText(img, text, (x1 + 6, y1 + 6 + th), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
+    cv2.putText(img, text, (x1 + 6, y1 + 6 + th), cv2.FONT_HERSHEY_SIMPLEX, 0.2, (20, 20, 20), 1, cv2.LINE_AA)
     return img, box, text
 
 
