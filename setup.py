@@ -13,10 +13,12 @@ def data_files():
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
     ]
-    for folder in ("launch", "config"):
-        found = sorted(str(p) for p in Path(folder).glob("*") if p.is_file())
-        if found:
-            files.append((f"share/{PACKAGE}/{folder}", found))
+    for folder in ("launch", "config", "sim"):
+        by_dir: dict[str, list[str]] = {}
+        for p in sorted(Path(folder).rglob("*")):
+            if p.is_file():
+                by_dir.setdefault(f"share/{PACKAGE}/{p.parent}", []).append(str(p))
+        files += sorted(by_dir.items())
     return files
 
 

@@ -17,6 +17,10 @@ from pixelis_ros.cota import Step, format as format_trace
 from pixelis_ros.tools.base import Detection, ToolResult, parse_image_ref
 
 
+# Detections that say where the episode's subject is (OCR lines and the like only describe it).
+GROUNDING_LABELS = ("zoom", "segment", "track", "temporal")
+
+
 @dataclass
 class StepRecord:
     turn: Step
@@ -83,7 +87,7 @@ class Episode:
     @property
     def action(self) -> dict | None:
         """Point at the last grounded target: its box and centre in frame pixels."""
-        grounded = [d for d in self.detections if d.label in ("zoom", "segment", "track")]
+        grounded = [d for d in self.detections if d.label in GROUNDING_LABELS]
         if not grounded:
             return None
         ref, box = self.to_frame(grounded[-1])

@@ -15,7 +15,7 @@ from pixelis_ros.frames import Frames
 from pixelis_ros.image_codec import to_rgb8
 from pixelis_ros.tools.base import parse_image_ref
 
-COLOURS = {"zoom": (255, 200, 0), "segment": (255, 0, 255), "track": (0, 200, 255), "ocr": (0, 255, 0)}
+COLOURS = {"zoom": (255, 200, 0), "segment": (255, 0, 255), "track": (0, 200, 255), "temporal": (255, 255, 255), "ocr": (0, 255, 0)}
 
 
 def _label(img: np.ndarray, text: str, x: int, y: int, colour, scale: float) -> None:

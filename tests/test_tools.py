@@ -63,7 +63,7 @@ def test_segment_grabcut_from_box_and_point(toolbox):
     cv2.circle(img, (160, 120), 50, (230, 30, 30), -1)
     truth = (110, 70, 211, 171)
     by_box = toolbox.run("segment", {"bbox_2d": [100, 60, 220, 180]}, ctx_of([img]))
-    assert by_box.error is None and iou(by_box.data["bbox_2d"], truth) > 0.9
+    assert by_box.error is None and iou(by_box.data["bbox_2d"], truth) > 0.9 and by_box.data["colour"] == "red"
     assert abs(by_box.data["area"] - np.pi * 50 ** 2) / (np.pi * 50 ** 2) < 0.1
     cx, cy = by_box.data["centroid"]
     assert abs(cx - 160) < 3 and abs(cy - 120) < 3

@@ -122,6 +122,12 @@ class ToolContext:
             raise ToolError(f"image '{ref}' has {pixels} pixels, over the cap of {self.max_image_pixels}")
         return img
 
+    def depth(self, ref: str) -> np.ndarray | None:
+        """The depth map (metres) of the frame ``ref`` names; None for tool outputs or no depth."""
+        if parse_image_ref(ref)[0] != "frame":
+            return None
+        return self.frames[self.frame_index(ref)].depth
+
     def frame_index(self, ref: str) -> int:
         kind, value = parse_image_ref(ref)
         if kind != "frame":

@@ -14,6 +14,7 @@ import numpy as np
 
 from pixelis_ros.boxes import int_box, MIN_BOX_SIDE
 from pixelis_ros.tools.arguments import Box, Point, arg
+from pixelis_ros.tools.colour import dominant_colour
 from pixelis_ros.tools.base import MIN_OBJECT_SIDE, MaskSummary, Detection, Tool, ToolContext, ToolError, ToolResult, lookup, make_registry, register_tool
 
 SEGMENT_BACKENDS, register_segment_backend = make_registry("segment")
@@ -80,7 +81,8 @@ class SegmentArgs:
 @register_tool
 class SegmentTool(Tool):
     name = "segment"
-    description = "Segment the object in a box or under a point; returns its mask's box, area (px) and centroid, and an overlay crop."
+    description = ("Segment the object in a box or under a point; returns its mask's box, area (px), centroid, colour, "
+                   "distance from the camera (depth_m, when the frame has depth) and an overlay crop.")
     Args = SegmentArgs
 
     def __init__(self, backend: str = "grabcut", **backend_options):
@@ -94,7 +96,13 @@ class SegmentTool(Tool):
         point = ctx.check_point(args.point_2d, args.image) if args.point_2d is not None else None
         rgb = ctx.image(args.image)
         summary = summarise_mask(self.segmenter(rgb, box, point), args.image)
-        data = summary.to_json()
+        data = summary.to_json() | {"colour": dominant_colour(rgb[summary.mask])}
+        depth = ctx.depth(args.image)
+        if depth is not None and depth.shape == summary.mask.shape:
+            values = depth[summary.mask]
+            values = values[np.isfinite(values) & (values > 0)]
+            if len(values):
+                data["depth_m"] = round(float(np.median(values)), 3)  # robust to mask edges on the background
         return ToolResult(data=data, text=f"object area {summary.area} px", images=[overlay(rgb, summary.mask, summary.bbox_2d)],
                           image_origins=[(args.image, summary.bbox_2d)],
                           detections=[Detection(summary.bbox_2d, args.image, label="segment")], mask=summary)

@@ -27,17 +27,12 @@ from pixelis_ros.boxes import int_box
 from pixelis_ros.frames import Frame
 from pixelis_ros.image_codec import to_rgb8
 from pixelis_ros.tools.arguments import Box, arg
-from pixelis_ros.tools.base import Tool, ToolContext, ToolError, ToolResult, register_tool
+from pixelis_ros.tools.base import Detection, Tool, ToolContext, ToolError, ToolResult, register_tool
+from pixelis_ros.tools.colour import colour_mask
 from pixelis_ros.tools.zoom import crop_and_scale
 
 Predicate = Literal["change", "appear", "disappear", "colour", "text", "motion_stop"]
 
-# Hue ranges in OpenCV's 0..180 scale, with saturation/value floors; achromatic names by value.
-COLOURS: dict[str, list[tuple[int, int]]] = {
-    "red": [(0, 8), (170, 180)], "orange": [(9, 20)], "yellow": [(21, 34)], "green": [(35, 85)],
-    "cyan": [(86, 100)], "blue": [(101, 130)], "purple": [(131, 150)], "magenta": [(151, 169)], "pink": [(151, 169)],
-}
-ACHROMATIC = {"white", "black", "gray", "grey"}
 THUMB_SIDE = 64
 
 
@@ -60,27 +55,6 @@ def thumbnail(frame: Frame, region, colour: bool) -> np.ndarray:
         thumb = small if colour else cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
         frame._thumbs[key] = thumb
     return thumb
-
-
-def colour_mask(rgb: np.ndarray, value: str) -> np.ndarray:
-    name = value.strip().lower()
-    if re.fullmatch(r"\d{1,3}\s*,\s*\d{1,3}\s*,\s*\d{1,3}", name):
-        target = np.array([int(v) for v in name.split(",")], np.float32)
-        return np.linalg.norm(rgb.astype(np.float32) - target, axis=2) < 60
-    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
-    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    if name == "white":
-        return (s < 40) & (v > 200)
-    if name == "black":
-        return v < 50
-    if name in ("gray", "grey"):
-        return (s < 40) & (v >= 50) & (v <= 200)
-    if name not in COLOURS:
-        raise ToolError(f"unknown colour '{value}'; use r,g,b or one of {sorted(set(COLOURS) | ACHROMATIC)}")
-    hue = np.zeros(h.shape, bool)
-    for lo, hi in COLOURS[name]:
-        hue |= (h >= lo) & (h <= hi)
-    return hue & (s >= 80) & (v >= 60)
 
 
 def runs(flags: list[bool]) -> list[tuple[int, int]]:
@@ -137,7 +111,9 @@ class TemporalTool(Tool):
                 "frames_scanned": len(frames), "keyframes": keys}
         text = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in spans) or f"'{args.predicate}' never held"
         origins = [(f"frame:{k}", (0.0, 0.0, float(ctx.frames[k].size[0]), float(ctx.frames[k].size[1]))) for k in keys]
-        return ToolResult(data=data, text=text, images=images, image_origins=origins, spans=spans)
+        # The watched region is what the answer is about: it grounds the episode's action.
+        dets = [Detection(tuple(float(v) for v in region), f"frame:{i1}", label="temporal")] if region is not None else []
+        return ToolResult(data=data, text=text, images=images, image_origins=origins, spans=spans, detections=dets)
 
     def evaluate(self, args: TemporalArgs, frames: list[Frame], region, ctx: ToolContext) -> list[bool]:
         p = args.predicate
