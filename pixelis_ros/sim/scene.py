@@ -151,16 +151,17 @@ def generate_scene(seed: int, shift: Shift | None = None, n_objects: tuple[int, 
         objects.append(ObjectSpec(f"obj{i}", rng.choice(SHAPES), rng.choice(list(COLOURS)), size, (x, y, TABLE_TOP + size)))
     for i in rng.sample(range(len(objects)), k=min(len(objects), rng.randint(*n_moving))):
         o = objects[i]
-        end_x = max(TABLE_X[0] + o.size, min(TABLE_X[1] - o.size, o.pos[0] + rng.choice((-1, 1)) * rng.uniform(0.4, 0.8)))
-        t0 = rng.uniform(0.0, 0.4 * duration)
-        motion = Motion(o.pos, (end_x, o.pos[1], o.pos[2]), t0, t0 + rng.uniform(0.3, 0.5) * duration)
+        end_x = max(TABLE_X[0] + o.size, min(TABLE_X[1] - o.size, o.pos[0] + rng.choice((-1, 1)) * rng.uniform(0.3, 0.6)))
+        # Slow enough for a tracker at 10 fps: at most ~0.6 m over at least 1 s.
+        t0 = rng.uniform(0.0, 0.2 * duration)
+        motion = Motion(o.pos, (end_x, o.pos[1], o.pos[2]), t0, t0 + rng.uniform(0.5, 0.8) * duration)
         objects[i] = replace(o, motion=motion)
     fonts = list(FONTS) if shift.fonts == "default" else list(SHIFT_FONTS)
     signs = []
     columns = rng.sample([-1.0, -0.35, 0.3, 0.95], k=rng.randint(1, 3))  # apart, so signs never hide each other
     for i, column in enumerate(columns):
         x, y = column + rng.uniform(-0.15, 0.15), rng.uniform(1.9, 2.9)
-        width = rng.choice((0.18, 0.25, 0.35, 0.5))  # the small far ones need a zoom to be read
+        width = rng.choice((0.25, 0.3, 0.4, 0.5))  # the small far ones need a zoom to be read
         text = f"{rng.choice(WORDS)} {rng.randint(10, 99)}"
         font = fonts[int(rng.random() * len(fonts))]  # one draw whatever the font set: shifts keep answers
         signs.append(SignSpec(f"sign{i}", text, font, (x, y, rng.uniform(0.95, 1.2)), width))

@@ -116,9 +116,9 @@ def visible(render: Render, names) -> list[str]:
 
 @dataclass(frozen=True)
 class ClipConfig:
-    frames: int = 12
-    """Frames rendered for video families."""
-    fps: float = 6.0
+    frames: int = 20
+    """Frames rendered for video families (20 at 10 fps cover a scene's 2 s of activity)."""
+    fps: float = 10.0
     """Frame rate of video clips."""
 
 
