@@ -131,7 +131,10 @@ class World:
         tex = self.model.texture(name).id
         adr, w, h = self.model.tex_adr[tex], self.model.tex_width[tex], self.model.tex_height[tex]
         self.model.tex_data[adr:adr + w * h * 3] = cv2.resize(pixels, (w, h)).reshape(-1)
-        # Renderer keeps its MjrContext private; re-uploading one texture is the cheap path.
+        # Renderer keeps its MjrContext private; re-uploading one texture is the cheap path. The
+        # upload goes to the *current* GL context, which another World may have taken.
+        if self.renderer._gl_context is not None:
+            self.renderer._gl_context.make_current()
         mujoco.mjr_uploadTexture(self.model, self.renderer._mjr_context, tex)
 
     def load(self, scene: SceneSpec) -> None:

@@ -23,7 +23,7 @@ from pixelis_ros.sim.scene import SceneSpec
 from pixelis_ros.sim.world import Render, World
 from pixelis_ros.tools import Toolbox
 
-MIN_VISIBLE_PX = 60  # an object with fewer visible pixels is not asked about
+MIN_VISIBLE_PX = 60  # at 640x480, an object with fewer visible pixels is not asked about
 
 
 @dataclass
@@ -111,7 +111,10 @@ def padded(box, margin: float, width: int, height: int, min_side: float = MIN_BO
 
 
 def visible(render: Render, names) -> list[str]:
-    return [n for n in names if render.visible_px.get(n, 0) >= MIN_VISIBLE_PX and render.boxes.get(n)]
+    """The names with enough visible pixels to ask about, scaled to the render's size."""
+    h, w = render.rgb.shape[:2]
+    least = max(12, MIN_VISIBLE_PX * w * h / (640 * 480))
+    return [n for n in names if render.visible_px.get(n, 0) >= least and render.boxes.get(n)]
 
 
 @dataclass(frozen=True)
