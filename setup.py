@@ -28,7 +28,8 @@ EXTRAS = {
     # sam2 is an sdist; build it without its CUDA extension and without build isolation
     # (SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2==1.1.0), see the Makefile.
     "segment": ["torch==2.14.1", "torchvision==0.29.1", "sam2==1.1.0", "hydra-core>=1.3.2", "iopath>=0.1.10", "safetensors>=0.4"],
-    "sim": ["mujoco>=3.2", "gymnasium>=1.0"],
+    # world.py reaches into mujoco.Renderer's private GL context: keep the major version known.
+    "sim": ["mujoco>=3.2,<5", "gymnasium>=1.0,<2"],
     "training": ["torch==2.14.1", "torchvision==0.29.1", "transformers>=5.2", "peft>=0.17", "trl>=1.16",
                  "accelerate>=1.10", "datasets>=3.0", "tokenizers>=0.21", "safetensors>=0.4"],
     "export": ["onnx>=1.17", "onnxruntime>=1.18"],

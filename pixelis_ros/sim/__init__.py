@@ -3,10 +3,12 @@
 ``gymnasium.make`` builds one; without the ``sim`` extra's gymnasium nothing is registered and
 scene generation still works."""
 
+import ctypes.util
 import os
 
-# MuJoCo picks its GL backend at import; offscreen EGL is what works on a robot or a CI box.
-os.environ.setdefault("MUJOCO_GL", "egl")
+# MuJoCo picks its GL backend when it is imported: offscreen EGL (Mesa's llvmpipe on a CPU, the
+# driver on a GPU), else OSMesa. A user's own MUJOCO_GL wins.
+os.environ.setdefault("MUJOCO_GL", "egl" if ctypes.util.find_library("EGL") else "osmesa")
 
 ENV_ID = "PixelisSim-v0"
 

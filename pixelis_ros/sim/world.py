@@ -14,17 +14,15 @@ Ground-truth boxes come from MuJoCo's segmentation rendering, so they are the *v
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from pixelis_ros.paths import data_dir
-from pixelis_ros.sim.scene import COLOURS, FONTS, SHIFT_FONTS, CameraPose, SceneSpec, TABLE_TOP
+from pixelis_ros.sim.scene import COLOURS, FONTS, SHIFT_FONTS, CameraPose, SceneSpec, TABLE_TOP  # sets MUJOCO_GL
 
-os.environ.setdefault("MUJOCO_GL", "egl")
-import mujoco  # noqa: E402  (MUJOCO_GL must be set before the import)
+import mujoco  # noqa: E402  (after pixelis_ros.sim chose MUJOCO_GL)
 
 MAX_OBJECTS = 12
 MAX_SIGNS = 3
