@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pixelis_ros.image_codec import ImageDecodeError
 from pixelis_ros.media import MediaError, load_frames
+from pixelis_ros.sim.cli import USAGE_ERRORS as SIM_USAGE_ERRORS, add_sim_commands
 
 
 class UsageError(ValueError):
@@ -111,12 +112,17 @@ def cmd_run(args) -> dict:
 
 def cmd_demo(args) -> dict:
     from pixelis_ros.demo import run_demo
-    return run_demo(args.out, seed=args.seed)
+    return run_demo(args.out, seed=args.seed, sim=not args.no_sim)
 
 
 def cmd_bench_tools(args) -> dict:
     from pixelis_ros.bench_tools import bench_tools
     return bench_tools(repeats=args.repeats)
+
+
+def cmd_bench_sim(args) -> dict:
+    from pixelis_ros.sim.bench_speed import bench_sim
+    return bench_sim(repeats=args.repeats)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the built-in demo: zoom -> OCR -> answer on a generated scene")
     p.add_argument("--out", default="out/demo")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-sim", action="store_true", help="skip the simulator episodes")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
 
@@ -167,12 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_tools)
+    p = bench.add_parser("sim", help="simulator speed: scene generation + RGB-D render, task generation per family")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_sim)
+
+    add_sim_commands(sub)
     return parser
 
 
 def _print_human(result: dict) -> None:
+    if "markdown" in result:
+        print(result["markdown"])
+        return
+    for name, episode in result.get("sim_episodes", {}).items():
+        print(f"{name}: {episode['question']} -> {episode['answer']} (truth {episode['truth']})")
     for key, value in result.items():
-        if key != "steps":
+        if key not in ("steps", "sim_episodes"):
             print(f"{key}: {json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value}")
 
 
@@ -180,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
-    except (UsageError, MediaError, ImageDecodeError) as e:
+    except (UsageError, MediaError, ImageDecodeError, *SIM_USAGE_ERRORS) as e:
         if getattr(args, "json", False):
             print(json.dumps({"error": str(e)}))
         else:

@@ -62,7 +62,7 @@ def demo_script(sign_box: tuple[int, int, int, int]) -> str:
     )
 
 
-def run_demo(out_dir: str | Path, seed: int = 0) -> dict:
+def run_demo(out_dir: str | Path, seed: int = 0, sim: bool = True) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     img, box, text = make_sign_scene(seed)
@@ -82,5 +82,24 @@ def run_demo(out_dir: str | Path, seed: int = 0) -> dict:
         "correct": (episode.answer or "").upper().replace(" ", "") == text.replace(" ", ""),
         "ocr_whole_frame_without_zoom": " ".join(t for t, _, _ in whole),
         "steps": [r.to_json() for r in episode.records],
+        "sim_episodes": run_sim_demo(out / "sim") if sim else {},
         "out": str(out),
     }
+
+
+def run_sim_demo(out_dir: str | Path, suite: str = "smoke") -> dict:
+    """One oracle episode per task family of a simulator suite: annotated image and trace each."""
+    from pixelis_ros.sim.bench import oracle
+    from pixelis_ros.sim.suites import iter_tasks, load_suite
+
+    out = Path(out_dir)
+    summary = {}
+    for task in iter_tasks(load_suite(suite)):
+        episode = Agent(oracle(task)).run(task.question, task.frames)
+        folder = out / task.id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "trace.json").write_text(json.dumps(episode.to_json(), indent=2, ensure_ascii=False) + "\n")
+        save_rgb(folder / "annotated.png", render_episode(episode, task.frames))
+        summary[task.id] = {"question": task.question, "answer": episode.answer, "truth": task.answer,
+                            "correct": task.is_correct(episode.answer), "target_hit": task.hit(episode.action)}
+    return summary

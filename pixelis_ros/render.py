@@ -19,8 +19,11 @@ COLOURS = {"zoom": (255, 200, 0), "segment": (255, 0, 255), "track": (0, 200, 25
 
 
 def _label(img: np.ndarray, text: str, x: int, y: int, colour, scale: float) -> None:
-    text = text.encode("ascii", "replace").decode()[:60]  # Hershey fonts draw ASCII only
+    text = text.encode("ascii", "replace").decode()  # Hershey fonts draw ASCII only
     (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    while w > img.shape[1] - x and len(text) > 4:  # cut to the image's width
+        text = text[: max(4, len(text) * (img.shape[1] - x) // w - 3)] + "..."
+        (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     y = max(h + base, y)
     cv2.rectangle(img, (x, y - h - base), (x + w, y), (0, 0, 0), -1)
     cv2.putText(img, text, (x, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
@@ -55,8 +58,9 @@ def render_episode(episode: Episode, frames: Frames) -> np.ndarray:
                 label = det.label if det.label in COLOURS else f'"{det.label}"'
                 _box(img, box, label, COLOURS.get(det.label, COLOURS["ocr"]), scale, thickness)
     answer = episode.answer if episode.answer is not None else f"({episode.stop_reason})"
-    banner = f"Q: {episode.query}  A: {answer}" + (f"  when: {', '.join(spans)}" if spans else "")
-    _label(img, banner, 0, int(30 * scale) + 4, (255, 255, 255), scale)
+    line = int(30 * scale) + 4
+    _label(img, f"Q: {episode.query}", 0, line, (255, 255, 255), scale)
+    _label(img, f"A: {answer}" + (f"  when: {', '.join(spans)}" if spans else ""), 0, 2 * line, (255, 255, 255), scale)
     return img
 
 

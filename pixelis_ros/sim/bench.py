@@ -80,8 +80,8 @@ def run_bench(tasks: Iterable[Task], policy: PolicyFactory, toolbox: Toolbox | N
             "accuracy": round(statistics.fmean(r["correct"]), 4),
             "acting_success": round(statistics.fmean(r["hit"]), 4),
             "mean_chain_length": round(statistics.fmean(r["chain"]), 3),
-            "valid_call_rate": round(valid / calls, 4) if calls else 1.0,
-            "tool_error_rate": round(sum(r["failed"]) / valid, 4) if valid else 0.0,
+            "valid_call_rate": round(valid / calls, 4) if calls else None,  # None: the policy made no call
+            "tool_error_rate": round(sum(r["failed"]) / valid, 4) if valid else None,
             "latency_ms": {"p50": round(statistics.median(r["ms"]), 1), "max": round(max(r["ms"]), 1)},
             "episodes": len(r["correct"]),
         }
@@ -92,8 +92,11 @@ def run_bench(tasks: Iterable[Task], policy: PolicyFactory, toolbox: Toolbox | N
 def markdown(result: dict, policy: str) -> str:
     lines = [f"| family ({policy}) | accuracy | acting | chain | valid calls | tool errors | p50 ms | episodes |",
              "|---|---|---|---|---|---|---|---|"]
+    def rate(value) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
     for name, f in result["families"].items():
         lines.append(f"| {name} | {f['accuracy']:.2f} | {f['acting_success']:.2f} | {f['mean_chain_length']:.2f} | "
-                     f"{f['valid_call_rate']:.2f} | {f['tool_error_rate']:.2f} | {f['latency_ms']['p50']:.0f} | {f['episodes']} |")
+                     f"{rate(f['valid_call_rate'])} | {rate(f['tool_error_rate'])} | {f['latency_ms']['p50']:.0f} | {f['episodes']} |")
     lines.append(f"| **mean** | **{result['mean_accuracy']:.2f}** | | | | | | |")
     return "\n".join(lines)

@@ -46,6 +46,9 @@ class GrabCutSegmenter:
         mask = np.zeros(crop.shape[:2], np.uint8)
         rect = (x1 - cx1, y1 - cy1, x2 - x1, y2 - y1)
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        # GrabCut's k-means draws from OpenCV's per-thread RNG: seed it so the same call gives the
+        # same mask whatever ran before (replayed traces, exports split across processes).
+        cv2.setRNGSeed(0)
         cv2.grabCut(crop, mask, rect, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_RECT)
         if point is not None:
             mask[int(point[1]) - cy1, int(point[0]) - cx1] = cv2.GC_FGD

@@ -1,0 +1,89 @@
+"""``pixelis sim ...``: the simulator's commands, registered on the main parser by
+``add_sim_commands`` (``pixelis_ros/cli.py`` calls it).
+
+Each command is an ``add_<name>(sim_sub)`` function that adds one subparser with
+``set_defaults(func=...)``; the function returns the JSON-able result, as every ``pixelis``
+command does. Errors listed in ``USAGE_ERRORS`` are bad input: the main ``pixelis`` entry point
+reports them as ``{"error": ...}`` / a message with exit status 2.
+
+This module is imported on every ``pixelis`` start, so it imports nothing heavy at the top.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pixelis_ros.sim.suites import SuiteError
+
+USAGE_ERRORS: tuple[type[Exception], ...] = (SuiteError,)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def cmd_sim_export(args) -> dict:
+    from pixelis_ros.sim.export import default_workers, export_suite
+    from pixelis_ros.sim.suites import load_suite
+
+    suite = load_suite(args.suite)
+    return export_suite(suite, args.out, episodes=args.episodes, workers=args.workers or default_workers())
+
+
+def add_export(sim_sub) -> None:
+    p = sim_sub.add_parser("export", help="export a suite's episodes (JSONL, frames as JPEG, manifest)",
+                           description="Write DIR/episodes.jsonl, DIR/images/<id>/<k>.jpg, DIR/manifest.json and "
+                                       "DIR/timing.json for a suite. Deterministic: the same suite and episode count "
+                                       "give byte-identical files (timing.json aside).")
+    p.add_argument("--suite", required=True, help="a shipped suite name (see sim/suites/) or a suite .yaml path")
+    p.add_argument("--out", required=True, help="output folder (a previous export there is replaced)")
+    p.add_argument("--episodes", type=_positive_int, help="episodes to export (default: the suite's count)")
+    p.add_argument("--workers", type=_positive_int, help="worker processes (default: min(2, CPU count))")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_sim_export)
+
+
+def cmd_sim_bench(args) -> dict:
+    from pixelis_ros.sim.bench import answer_prior, markdown, no_tool, oracle, run_bench
+    from pixelis_ros.sim.suites import iter_tasks, load_suite
+
+    suite = load_suite(args.suite)
+    start = args.seed  # episodes start..start+N-1 of the suite's schedule
+    if args.policy == "oracle":
+        policy = oracle
+    elif args.policy == "noTool":
+        # The prior is learned on episodes the bench does not score.
+        policy = no_tool(answer_prior(iter_tasks(suite, args.episodes, start=start + args.episodes)))
+    else:
+        raise SuiteError(f"--policy {args.policy!r}: only 'oracle' and 'noTool' exist so far; model policies "
+                         "(a model folder) arrive with the policy backends")
+    result = run_bench(iter_tasks(suite, args.episodes, start=start), policy)
+    result.update(policy=args.policy, suite=suite.name, markdown=markdown(result, args.policy))
+    return result
+
+
+def add_bench(sim_sub) -> None:
+    p = sim_sub.add_parser("bench", help="per-family accuracy, acting success and tool use of a policy on a suite")
+    p.add_argument("--suite", required=True, help="a shipped suite name or a suite .yaml path")
+    p.add_argument("--policy", default="oracle", help="oracle | noTool | a model folder")
+    p.add_argument("--episodes", type=_positive_int, default=60, help="episodes to score")
+    p.add_argument("--seed", type=int, default=0, help="first episode index of the suite's schedule")
+    p.add_argument("--json", action="store_true", help="print JSON (the Markdown table is in 'markdown')")
+    p.set_defaults(func=cmd_sim_bench)
+
+
+SIM_COMMANDS = [add_export, add_bench]
+"""Subcommand registrars, in help order; add new ones (e.g. bench) here."""
+
+
+def add_sim_commands(sub) -> None:
+    """Add ``sim`` and its subcommands to the main parser's subparsers ``sub``."""
+    sim = sub.add_parser("sim", help="simulator: export task suites, score policies").add_subparsers(dest="sim", required=True)
+    for add in SIM_COMMANDS:
+        add(sim)

@@ -1,0 +1,32 @@
+"""`pixelis sim bench` and `pixelis bench sim`: their JSON contracts, end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def pixelis(*args: str, ok: bool = True) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "pixelis_ros.cli", *args], capture_output=True, text=True, timeout=600)
+    assert (proc.returncode == 0) == ok, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_sim_bench_contract_oracle_and_no_tool():
+    oracle = pixelis("sim", "bench", "--suite", "smoke", "--policy", "oracle", "--episodes", "6", "--json")
+    assert set(oracle["families"]) == {"counting", "fine_detail", "spatial", "temporal", "text", "tracking"}
+    for row in oracle["families"].values():
+        assert {"accuracy", "acting_success", "mean_chain_length", "valid_call_rate", "episodes"} <= set(row)
+        assert row["episodes"] == 1 and row["mean_chain_length"] >= 1
+    assert 0 <= oracle["mean_accuracy"] <= 1 and oracle["markdown"].startswith("| family (oracle)")
+    floor = pixelis("sim", "bench", "--suite", "smoke", "--policy", "noTool", "--episodes", "6", "--json")
+    assert all(r["mean_chain_length"] == 0 and r["acting_success"] == 0 for r in floor["families"].values())
+    error = pixelis("sim", "bench", "--suite", "smoke", "--policy", "models/none", "--json", ok=False)["error"]
+    assert "only 'oracle' and 'noTool'" in error
+
+
+def test_bench_sim_reports_render_speed():
+    speed = pixelis("bench", "sim", "--repeats", "2", "--json")
+    assert speed["median_ms"]["scene_generate_and_rgbd_render"] > 0
+    assert set(speed["task_median_ms"]) == {"counting", "fine_detail", "spatial", "temporal", "text", "tracking"}
