@@ -39,6 +39,7 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/pixelis bench tools --json
+	$(VENV)/bin/pixelis bench sim --json
 
 clean:
 	rm -rf $(VENV) build install log out .pytest_cache .hypothesis
