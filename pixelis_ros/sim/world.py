@@ -30,6 +30,7 @@ MAX_OCCLUDERS = 2
 SIGN_TEX = (256, 64)  # width, height: signs are 4:1
 HIDDEN = (0.0, 0.0, -10.0)  # unused slots wait below the floor
 LAMP_RADIUS = 0.045
+LAMP_LIGHT = 0.35  # the lamp's light intensity: a visible glow that leaves object colours readable
 _GEOM_TYPE = {"cube": mujoco.mjtGeom.mjGEOM_BOX, "sphere": mujoco.mjtGeom.mjGEOM_SPHERE,
               "cylinder": mujoco.mjtGeom.mjGEOM_CYLINDER}
 
@@ -63,6 +64,9 @@ def _build_model() -> mujoco.MjModel:
     lamp_material.rgba = [0, 1, 0, 1]
     lamp = world.add_body(name="lamp", mocap=True, pos=list(HIDDEN))
     lamp.add_geom(name="lamp", type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[LAMP_RADIUS, 0, 0], material="lamp", **no_contact)
+    # The lamp lights its surroundings in its own colour, so its switch is visible around it too.
+    lamp.add_light(name="lamp", pos=[0, 0, 0.08], diffuse=[0, 0, 0], specular=[0, 0, 0], castshadow=False,
+                   attenuation=[1, 0, 2])
     lamp.add_geom(name="lamp_stand", type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[0.012, 0.17, 0], pos=[0, 0, -0.2],
                   rgba=[0.2, 0.2, 0.2, 1], **no_contact)
     for i in range(MAX_OCCLUDERS):
@@ -122,6 +126,7 @@ class World:
         self._geom = {m.geom(i).name: i for i in range(m.ngeom)}
         self._mocap = {m.body(i).name: m.body_mocapid[i] for i in range(m.nbody) if m.body_mocapid[i] >= 0}
         self._cam = m.camera("cam").id
+        self._lamp_light = m.light("lamp").id
         self._base_light = m.light_diffuse.copy()
         self.scene: SceneSpec | None = None
 
@@ -159,7 +164,7 @@ class World:
         rng = np.random.default_rng(scene.seed)
         self._upload("floor", surface_texture(scene.shift.texture, rng))
         self._upload("wall", surface_texture(scene.shift.texture, rng, base=(190, 190, 178)))
-        m.light_diffuse[:] = self._base_light * scene.shift.lighting * np.array(scene.shift.tint)
+        m.light_diffuse[:] = self._base_light * scene.shift.lighting * np.array(scene.shift.tint)  # the lamp's own is set per frame
         self.data.mocap_pos[:] = HIDDEN
         for i, spot in enumerate(scene.occluders):
             self.data.mocap_pos[self._mocap[f"occluder{i}"]] = (spot[0], spot[1], TABLE_TOP + spot[3])
@@ -171,7 +176,9 @@ class World:
         for i, sign in enumerate(scene.signs):
             self.data.mocap_pos[self._mocap[f"sign{i}"]] = sign.pos
         self.data.mocap_pos[self._mocap["lamp"]] = scene.lamp.pos
-        self.model.mat_rgba[self.model.material("lamp").id] = (*COLOURS[scene.lamp.colour(t)], 1.0)
+        lamp_colour = COLOURS[scene.lamp.colour(t)]
+        self.model.mat_rgba[self.model.material("lamp").id] = (*lamp_colour, 1.0)
+        self.model.light_diffuse[self._lamp_light] = np.array(lamp_colour) * LAMP_LIGHT
         self.model.cam_pos[self._cam] = camera.pos
         self.model.cam_quat[self._cam] = _quat(camera.yaw, camera.pitch)
         self.model.cam_fovy[self._cam] = camera.fovy
