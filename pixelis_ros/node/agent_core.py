@@ -1,0 +1,222 @@
+"""AgentNodeCore: the agent node's logic with no ROS in it.
+
+The rclpy node (``pixelis_ros/ros/agent_node.py``), the ROS-2-wire DDS runner and the rosbag2
+player all drive this one class: they hand it messages (rosbags dataclasses or rclpy messages —
+only field names are read) and give it a ``publish(topic, message)`` callback that takes
+rosbags dataclasses. Inference runs on a worker thread, never in a subscription callback; the
+camera callback only decodes into the FrameBuffer. Bad input (undecodable images, empty or huge
+queries, queries before any frame, a stale camera) produces an error on ``answer`` and in the
+diagnostics, and the node keeps running.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pixelis_ros import messages as M
+from pixelis_ros.agent import Agent, AgentLimits
+from pixelis_ros.episode import Episode
+from pixelis_ros.frames import Frame, FrameBuffer, Frames
+from pixelis_ros.image_codec import ImageDecodeError
+from pixelis_ros.node.config import AgentNodeConfig, ConfigError
+from pixelis_ros.policy.scripted import ScriptedPolicy
+from pixelis_ros.render import render_episode
+from pixelis_ros.tools import Toolbox, ToolboxConfig
+
+Publish = Callable[[str, object], None]
+TOPICS = {"answer": "std_msgs/msg/String", "detections": "vision_msgs/msg/Detection2DArray",
+          "target": "geometry_msgs/msg/PointStamped", "annotated": "sensor_msgs/msg/Image",
+          "diagnostics": "diagnostic_msgs/msg/DiagnosticArray"}
+DEPTH_PAIRING_S = 0.1  # a depth image pairs with the colour frame nearest in time within this
+
+
+@dataclass
+class Counters:
+    frames: int = 0
+    dropped_frames: int = 0
+    bad_images: int = 0
+    queries: int = 0
+    rejected_queries: int = 0
+    episodes: int = 0
+    last_latency_ms: float = 0.0
+    last_error: str = ""
+
+
+def build_policy(config: AgentNodeConfig):
+    """The policy the node serves. Model backends arrive with the policy issue; until then a
+    ScriptedPolicy replays ``config.trace`` (demos and simulator-in-the-loop tests)."""
+    if config.model:
+        raise ConfigError(f"parameter 'model' ({config.model}): the {config.backend} policy backend is not built yet; "
+                          "use 'trace' with a CoTA script for now")
+    if not config.trace:
+        raise ConfigError("set parameter 'trace' (a CoTA script) or 'model' (a model folder)")
+    try:
+        return ScriptedPolicy(Path(config.trace).read_text())
+    except OSError as e:
+        raise ConfigError(f"parameter 'trace': cannot read {config.trace}: {e.strerror or e}") from None
+
+
+class AgentNodeCore:
+    def __init__(self, config: AgentNodeConfig, publish: Publish, clock: Callable[[], float] = time.time):
+        config.check()
+        self.config = config
+        self.publish = publish
+        self.clock = clock
+        self.frames = FrameBuffer(config.buffer_frames, config.buffer_mb * 1024 * 1024)
+        self.counters = Counters()
+        self.camera_k: np.ndarray | None = None
+        self._depth: tuple[float, np.ndarray] | None = None
+        self._queries: queue.Queue = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self.agent: Agent | None = None
+
+    # --- lifecycle: load on activate, free on deactivate ----------------------------------------
+    def activate(self) -> None:
+        c = self.config
+        toolbox = Toolbox(ToolboxConfig(ocr_backend=c.ocr_backend, segment_backend=c.segment_backend,
+                                        segment_options={"checkpoint": c.segment_checkpoint} if c.segment_checkpoint else {},
+                                        track_backend=c.track_backend,
+                                        track_options={"checkpoint": c.segment_checkpoint} if c.track_backend == "sam2" else {},
+                                        tool_time_budget_s=c.tool_time_budget_s))
+        self.agent = Agent(build_policy(c), toolbox, AgentLimits(max_steps=c.max_steps, max_query_chars=c.max_query_chars))
+        self._worker = threading.Thread(target=self._serve, name="pixelis-agent", daemon=True)
+        self._worker.start()
+
+    def deactivate(self) -> None:
+        if self._worker is not None:
+            self._queries.put(None)
+            self._worker.join(timeout=30)
+        self._worker, self.agent = None, None
+
+    # --- inputs -----------------------------------------------------------------------------------
+    def on_image(self, msg) -> None:
+        """Camera callback: decode into the FrameBuffer, nothing more."""
+        try:
+            image = M.image_from_msg(msg)
+            stamp = M.stamp_seconds(msg.header)
+            self.frames.add(image, stamp, msg.header.frame_id, depth=self._paired_depth(stamp))
+            self.counters.frames += 1
+        except ImageDecodeError as e:
+            self.counters.bad_images += 1
+            self._error(f"bad image message: {e}")
+        except ValueError as e:  # out of order or too large for the buffer
+            self.counters.dropped_frames += 1
+            self._error(f"frame dropped: {e}")
+
+    def on_depth(self, msg) -> None:
+        try:
+            depth = M.image_from_msg(msg)
+        except ImageDecodeError as e:
+            self.counters.bad_images += 1
+            self._error(f"bad depth message: {e}")
+            return
+        metres = depth.astype(np.float32) / 1000.0 if depth.dtype == np.uint16 else depth.astype(np.float32)
+        self._depth = (M.stamp_seconds(msg.header), metres)
+
+    def on_camera_info(self, msg) -> None:
+        self.camera_k = np.asarray(msg.k, np.float64).reshape(3, 3)
+
+    def on_query(self, text) -> None:
+        self.counters.queries += 1
+        problem = self._check_query(text)
+        if problem:
+            self.counters.rejected_queries += 1
+            self._answer_error(str(text)[:200], problem)
+            return
+        self._queries.put((text, self.clock()))
+
+    # --- episode worker ------------------------------------------------------------------------
+    def _serve(self) -> None:
+        while True:
+            job = self._queries.get()
+            if job is None:
+                return
+            self.run_query(*job)
+
+    def run_query(self, text: str, received: float | None = None) -> Episode | None:
+        """Run one episode on the current frames and publish its outputs (the worker calls this;
+        bag replays call it directly)."""
+        frames = self.frames.snapshot()
+        if len(frames) == 0:
+            self._answer_error(text, "no camera frame has been received yet")
+            return None
+        started = self.clock()
+        episode = self.agent.run(text, frames)
+        self.counters.episodes += 1
+        self.counters.last_error = episode.error or ""  # diagnostics show the latest news, not old errors
+        self.counters.last_latency_ms = (self.clock() - (received or started)) * 1000
+        self._publish_episode(episode, frames)
+        return episode
+
+    def _publish_episode(self, episode: Episode, frames: Frames) -> None:
+        frame = frames[-1]
+        stamp, frame_id = frame.stamp, frame.frame_id
+        record = {"query": episode.query, "answer": episode.answer, "action": episode.action,
+                  "stop_reason": episode.stop_reason, "error": episode.error,
+                  "frame": {"stamp": stamp, "frame_id": frame_id}, "latency_ms": round(self.counters.last_latency_ms, 2),
+                  "trace": episode.to_json()}
+        self.publish("answer", M.answer_msg(record))
+        grounded = [episode.to_frame(d) + (d.label, d.score) for d in episode.detections]
+        boxes = [(label, box, score if score is not None else 1.0) for ref, box, label, score in grounded if ref.startswith("frame:")]
+        self.publish("detections", M.detections_msg(boxes, stamp, frame_id))
+        if episode.action:
+            self.publish("target", M.point_msg(*self._target_point(episode.action["point_2d"], frame), stamp, frame_id))
+        if self.config.publish_annotated:
+            self.publish("annotated", M.image_msg(render_episode(episode, frames), stamp, frame_id))
+        self.publish_diagnostics()
+
+    def _target_point(self, point, frame: Frame) -> tuple[float, float, float]:
+        """3D in the camera frame when depth and intrinsics exist; else pixel x, y and z = 0."""
+        x, y = point
+        if frame.depth is None or self.camera_k is None:
+            return float(x), float(y), 0.0
+        h, w = frame.depth.shape
+        z = float(frame.depth[min(h - 1, int(y)), min(w - 1, int(x))])
+        k = self.camera_k
+        if not np.isfinite(z) or z <= 0:
+            return float(x), float(y), 0.0
+        return (x - k[0, 2]) * z / k[0, 0], (y - k[1, 2]) * z / k[1, 1], z
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _paired_depth(self, stamp: float) -> np.ndarray | None:
+        if self._depth is not None and abs(self._depth[0] - stamp) <= DEPTH_PAIRING_S:
+            return self._depth[1]
+        return None
+
+    def _check_query(self, text) -> str | None:
+        if not isinstance(text, str) or not text.strip():
+            return "the query is empty"
+        if len(text) > self.config.max_query_chars:
+            return f"the query has {len(text)} characters, over the limit of {self.config.max_query_chars}"
+        if self.agent is None:
+            return "the node is not active (no policy loaded)"
+        frames = self.frames.snapshot()
+        if len(frames) == 0:
+            return "no camera frame has been received yet"
+        age = self.clock() - frames[-1].stamp
+        if self.config.max_frame_age_s and age > self.config.max_frame_age_s:
+            return f"the newest camera frame is {age:.2f} s old (max_frame_age_s={self.config.max_frame_age_s:g}); is the camera running?"
+        return None
+
+    def _answer_error(self, query: str, message: str) -> None:
+        self.counters.last_error = message
+        self.publish("answer", M.answer_msg({"query": query, "answer": None, "error": message}))
+        self.publish_diagnostics()
+
+    def _error(self, message: str) -> None:
+        self.counters.last_error = message
+        self.publish_diagnostics()
+
+    def publish_diagnostics(self) -> None:
+        c = self.counters
+        level = 1 if c.last_error else 0  # WARN while an error is the latest news
+        values = {**vars(c), "buffered_frames": len(self.frames), "queue": self._queries.qsize(), "ttrl": "off"}
+        self.publish("diagnostics", M.diagnostics_msg("pixelis_agent", level, c.last_error or "ok", values, self.clock()))

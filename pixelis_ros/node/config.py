@@ -1,0 +1,100 @@
+"""The agent node's parameters: one typed dataclass, loaded from ROS-style YAML.
+
+``config/agent.yaml`` holds the defaults in the ``<node>: ros__parameters:`` layout that
+``ros2 launch`` passes to the node; the DDS runner and the tests read the same file, so a
+parameter means the same on every transport.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A parameter file or value the node cannot use; the message names the parameter."""
+
+
+def _coerce(name: str, default, value):
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)  # YAML writes 2.0 as 2 often enough
+    if type(value) is not expected:
+        raise ConfigError(f"parameter '{name}' must be {expected.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class AgentNodeConfig:
+    model: str = ""
+    """Local model folder for the policy (model backends: see the policy issue); empty = none."""
+    backend: str = "torch"
+    """Policy backend for ``model``: torch, onnx or tensorrt."""
+    trace: str = ""
+    """A CoTA script replayed by the ScriptedPolicy when no model is given (demos, tests)."""
+    image_reliability: str = "best_effort"
+    """QoS reliability of the image subscription: best_effort (sensor data) or reliable."""
+    buffer_frames: int = 300
+    """Frames kept in the FrameBuffer."""
+    buffer_mb: int = 512
+    """Megabytes kept in the FrameBuffer."""
+    max_frame_age_s: float = 2.0
+    """A query is refused when the newest frame is older than this (stale camera); 0 = no limit."""
+    max_steps: int = 8
+    """Turns per episode."""
+    max_query_chars: int = 2000
+    """Longest query accepted."""
+    tool_time_budget_s: float = 10.0
+    """Per tool call time budget."""
+    ocr_backend: str = "rapidocr"
+    """OCR backend: rapidocr or paddleocr."""
+    segment_backend: str = "grabcut"
+    """Segmentation backend: grabcut or sam2 (needs segment_checkpoint)."""
+    segment_checkpoint: str = ""
+    """SAM 2 weights (.safetensors) for the sam2 segment/track backends."""
+    track_backend: str = "csrt"
+    """Tracking backend: csrt, kcf, mil or sam2."""
+    publish_annotated: bool = True
+    """Publish the annotated image after each episode."""
+    ttrl: bool = False
+    """Test-time RL (arrives with the TTRL issue; must stay false until then)."""
+
+    @classmethod
+    def from_parameters(cls, params: dict) -> "AgentNodeConfig":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown agent parameter(s) {unknown}; known: {sorted(known)}")
+        config = cls(**{name: _coerce(name, known[name].default, value) for name, value in params.items()})
+        config.check()
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, node: str = "pixelis_agent") -> "AgentNodeConfig":
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read parameters from {path}: {e}") from None
+        params = data.get(node, {}).get("ros__parameters") if isinstance(data.get(node), dict) else None
+        if not isinstance(params, dict):
+            raise ConfigError(f"{path}: no '{node}: ros__parameters:' mapping")
+        return cls.from_parameters(params)
+
+    def check(self) -> None:
+        if self.image_reliability not in ("best_effort", "reliable"):
+            raise ConfigError(f"parameter 'image_reliability' must be best_effort or reliable, got {self.image_reliability!r}")
+        if self.backend not in ("torch", "onnx", "tensorrt"):
+            raise ConfigError(f"parameter 'backend' must be torch, onnx or tensorrt, got {self.backend!r}")
+        for name in ("buffer_frames", "buffer_mb", "max_steps", "max_query_chars"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"parameter '{name}' must be >= 1, got {getattr(self, name)}")
+        if self.ttrl:
+            raise ConfigError("parameter 'ttrl' cannot be true yet: test-time RL is not built")
+
+    def replace(self, **changes) -> "AgentNodeConfig":
+        config = dataclasses.replace(self, **changes)
+        config.check()
+        return config
