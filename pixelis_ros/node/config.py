@@ -7,7 +7,10 @@ parameter means the same on every transport.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -98,3 +101,14 @@ class AgentNodeConfig:
         config = dataclasses.replace(self, **changes)
         config.check()
         return config
+
+
+@functools.lru_cache(maxsize=None)
+def parameter_docs(cls: type = AgentNodeConfig) -> dict[str, str]:
+    """Each field's docstring (the string under it), for ROS parameter descriptions."""
+    body = ast.parse(inspect.getsource(cls)).body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(after.value.value).split())
+    return docs

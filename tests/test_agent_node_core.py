@@ -1,0 +1,163 @@
+"""The agent node's ROS-free core and parameters: the logic the rclpy node and the DDS runner share."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pixelis_ros import messages as M
+from pixelis_ros.demo import demo_script, make_sign_scene
+from pixelis_ros.node.agent_core import TOPICS, AgentNodeCore
+from pixelis_ros.node.config import AgentNodeConfig, ConfigError, parameter_docs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_parameter_file_matches_the_config():
+    params = yaml.safe_load((REPO / "config" / "agent.yaml").read_text())["pixelis_agent"]["ros__parameters"]
+    names = [f.name for f in dataclasses.fields(AgentNodeConfig)]
+    assert sorted(params) == sorted(names)
+    assert AgentNodeConfig.from_yaml(REPO / "config" / "agent.yaml") == AgentNodeConfig()
+    assert set(parameter_docs()) == set(names) and all(parameter_docs().values())
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"modle": "x"}, "unknown agent parameter(s) ['modle']"),
+    ({"max_steps": "8"}, "parameter 'max_steps' must be int, got str"),
+    ({"publish_annotated": 1}, "parameter 'publish_annotated' must be bool, got int"),
+    ({"image_reliability": "sometimes"}, "must be best_effort or reliable"),
+    ({"ttrl": True}, "test-time RL is not built"),
+])
+def test_bad_parameters(params, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        AgentNodeConfig.from_parameters(params)
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def scene(tmp_path):
+    img, box, text = make_sign_scene(1)
+    trace = tmp_path / "trace.txt"
+    trace.write_text(demo_script(box))
+    return img, box, text, trace
+
+
+def outputs(published, topic):
+    return [m for t, m in published if t == topic]
+
+
+def test_episode_outputs_carry_the_frame_header(scene):
+    img, box, text, trace = scene
+    published, clock = [], Clock()
+    core = AgentNodeCore(AgentNodeConfig(trace=str(trace)), lambda t, m: published.append((t, m)), clock)
+    core.activate()
+    try:
+        core.on_image(M.image_msg(img, clock.now - 0.05, "front_camera"))
+        episode = core.run_query("What does the sign say?")
+    finally:
+        core.deactivate()
+    assert episode.answer.replace(" ", "") == text.replace(" ", "")
+    answer = json.loads(outputs(published, "answer")[0].data)
+    assert answer["answer"] == episode.answer and answer["trace"]["chain_length"] == 2
+    assert answer["frame"] == {"stamp": pytest.approx(clock.now - 0.05), "frame_id": "front_camera"}
+    detections = outputs(published, "detections")[0]
+    assert detections.header.frame_id == "front_camera" and {d.id for d in detections.detections} >= {"zoom"}
+    target = outputs(published, "target")[0]
+    assert box[0] <= target.point.x <= box[2] and target.point.z == 0.0  # no depth: pixel coordinates
+    annotated = outputs(published, "annotated")[0]
+    assert (annotated.height, annotated.width) == img.shape[:2] and M.stamp_seconds(annotated.header) == pytest.approx(clock.now - 0.05)
+    for topic, msg in published:  # every output is a valid ROS message of its declared type
+        assert msg.__msgtype__ == TOPICS[topic] and M.deserialize(M.serialize(msg), TOPICS[topic])
+
+
+def test_bad_input_is_reported_and_the_node_keeps_running(scene):
+    img, _, _, trace = scene
+    published, clock = [], Clock()
+    core = AgentNodeCore(AgentNodeConfig(trace=str(trace), max_query_chars=50), lambda t, m: published.append((t, m)), clock)
+    core.on_query("before activation")
+    core.activate()
+    try:
+        core.on_query("before any frame")
+        truncated = M.image_msg(img[:20, :20], clock.now, "cam")
+        truncated.data = truncated.data[:30]
+        core.on_image(truncated)
+        wrong = M.image_msg(img[:20, :20], clock.now, "cam")
+        wrong.encoding = "rgb16"
+        core.on_image(wrong)
+        core.on_image(M.image_msg(img, clock.now - 10, "cam"))
+        core.on_query("stale camera")
+        core.on_query("")
+        core.on_query("x" * 51)
+        core.on_image(M.image_msg(img, clock.now - 20, "cam"))  # older than the newest: dropped
+    finally:
+        core.deactivate()
+    errors = [json.loads(m.data)["error"] for m in outputs(published, "answer")]
+    assert errors == ["the node is not active (no policy loaded)", "no camera frame has been received yet",
+                      "the newest camera frame is 10.00 s old (max_frame_age_s=2); is the camera running?",
+                      "the query is empty", "the query has 51 characters, over the limit of 50"]
+    c = core.counters
+    assert (c.bad_images, c.frames, c.dropped_frames, c.rejected_queries) == (2, 1, 1, 5)
+    last = outputs(published, "diagnostics")[-1].status[0]
+    assert last.level == 1 and "older than the newest buffered" in last.message
+    assert {kv.key for kv in last.values} >= {"frames", "dropped_frames", "bad_images", "last_latency_ms", "ttrl"}
+
+
+def test_worker_thread_answers_queries_and_3d_target(scene):
+    img, box, _, trace = scene
+    published = []
+    core = AgentNodeCore(AgentNodeConfig(trace=str(trace), max_frame_age_s=0), lambda t, m: published.append((t, m)))
+    depth = np.full(img.shape[:2], 2.5, np.float32)
+    k = [1000.0, 0, img.shape[1] / 2, 0, 1000.0, img.shape[0] / 2, 0, 0, 1]
+    core.on_camera_info(M.msg_type("sensor_msgs/msg/CameraInfo")(
+        header=M.header(0, "cam"), height=img.shape[0], width=img.shape[1], distortion_model="plumb_bob",
+        d=np.zeros(5), k=np.array(k), r=np.eye(3).ravel(), p=np.zeros(12), binning_x=0, binning_y=0,
+        roi=M.msg_type("sensor_msgs/msg/RegionOfInterest")(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)))
+    core.on_depth(M.image_msg(depth, 5.0, "cam", encoding="32FC1"))
+    core.on_image(M.image_msg(img, 5.0, "cam"))
+    core.activate()
+    core.on_query("What does the sign say?")
+    deadline = time.monotonic() + 60
+    while not outputs(published, "target") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    core.deactivate()
+    point = outputs(published, "target")[0].point
+    assert point.z == pytest.approx(2.5)
+    cx = (box[0] + box[2]) / 2
+    assert point.x == pytest.approx((cx - img.shape[1] / 2) * 2.5 / 1000.0, abs=0.1)
+
+
+def test_policy_configuration_errors():
+    core = AgentNodeCore(AgentNodeConfig(), lambda t, m: None)
+    with pytest.raises(ConfigError, match="set parameter 'trace'"):
+        core.activate()
+    with pytest.raises(ConfigError, match="policy backend is not built yet"):
+        AgentNodeCore(AgentNodeConfig(model="models/pixelis-tiny"), lambda t, m: None).activate()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rclpy") is None, reason="rclpy is not installed here (no ROS 2); the node is a thin adapter over AgentNodeCore")
+def test_rclpy_node_imports():
+    from pixelis_ros.ros import agent_node
+    assert agent_node.OUTPUTS.keys() == TOPICS.keys()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None, reason="ROS 2 launch is not installed here")
+def test_launch_file_parses():
+    spec = importlib.util.spec_from_file_location("agent_launch", REPO / "launch" / "agent.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.generate_launch_description().entities
