@@ -33,7 +33,8 @@ EXTRAS = {
     "training": ["torch==2.14.1", "torchvision==0.29.1", "transformers>=5.2", "peft>=0.17", "trl>=1.16",
                  "accelerate>=1.10", "datasets>=3.0", "tokenizers>=0.21", "safetensors>=0.4"],
     "export": ["onnx>=1.17", "onnxruntime>=1.18"],
-    "dds": ["cyclonedds==11.*", "rosbags>=0.11,<0.12"],
+    # ros/dds.py relies on how cyclonedds 11.0.1 calls serialize/deserialize: pinned exactly.
+    "dds": ["cyclonedds==11.0.1", "rosbags>=0.11,<0.12"],
     # colcon-core wants setuptools < 80, which is also what ROS Humble/Jazzy ship.
     "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "colcon-common-extensions>=0.3", "colcon-ros>=0.5",
             "setuptools<80"],
