@@ -31,7 +31,7 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 OUTPUT_PREFIX = "/pixelis/"
 STORAGES = ("sqlite3", "mcap")
 _SUFFIX_STORAGE = {".mcap": "mcap", ".db3": "sqlite3", ".bag": "ros1"}
-_NS = 1_000_000_000
+_NS = M.NS
 
 
 class BagError(ValueError):
@@ -131,11 +131,6 @@ def _ns(seconds: float) -> int:
     return int(round(seconds * _NS))
 
 
-def _header_ns(stamp_ns: int, frame_id: str):
-    Time, Header = M.msg_type("builtin_interfaces/msg/Time"), M.msg_type("std_msgs/msg/Header")
-    return Header(stamp=Time(sec=stamp_ns // _NS, nanosec=stamp_ns % _NS), frame_id=frame_id)
-
-
 def record_frames(out_bag: str | Path, frames: Frames, topic: str = "/camera/image_raw", compressed: bool = False,
                   storage: str | None = None, start_time: float = 0.0, frame_id: str = "camera",
                   compression: str = "jpeg", quality: int = 90) -> dict:
@@ -165,7 +160,7 @@ def record_frames(out_bag: str | Path, frames: Frames, topic: str = "/camera/ima
                 msg = CompressedImage(header=None, format=fmt, data=data)
             else:
                 msg = M.image_msg(img, 0.0, frame_id, "rgb8" if colour else "mono8")
-            msg.header = _header_ns(stamp_ns, frame_id)
+            msg.header = M.header_ns(stamp_ns, frame_id)
             writer.write(conn, stamp_ns, M.serialize(msg))
     finally:
         writer.close()
@@ -289,7 +284,7 @@ def run_bag(bag: str | Path, image_topic: str, query: str, trace: str | Path | N
                 except AnyReaderError as e:
                     errors.append(where | {"error": f"cannot deserialize {len(raw)} bytes as {conn.msgtype}: {e}"})
                 else:
-                    stamp_ns = msg.header.stamp.sec * _NS + msg.header.stamp.nanosec
+                    stamp_ns = M.stamp_ns(msg.header)
                     recorder.now_ns = stamp_ns or ts
                     before = core.counters.frames
                     core.on_image(msg)  # decode problems land in the counters and last_error, not as exceptions

@@ -242,5 +242,22 @@ def to_messages(query: str, steps: list[Step], schemas: list[dict], images: list
     return msgs
 
 
+_RESPONSE = re.compile(r"<tool_response>\n(.*)\n</tool_response>", re.DOTALL)
+
+
+def last_tool_response(messages: list[dict]) -> dict:
+    """The JSON of the most recent ``<tool_response>`` in chat messages ({} when there is none)."""
+    for msg in reversed(messages):
+        for part in msg.get("content", []):
+            m = _RESPONSE.search(part.get("text", "") if isinstance(part, dict) else "")
+            if m:
+                try:
+                    obj = json.loads(m.group(1))
+                except json.JSONDecodeError:
+                    return {}
+                return obj if isinstance(obj, dict) else {}
+    return {}
+
+
 def step_to_json(step: Step) -> dict:
     return {k: v for k, v in asdict(step).items() if v is not None}

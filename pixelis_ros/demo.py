@@ -21,6 +21,7 @@ from pixelis_ros.agent import Agent
 from pixelis_ros.frames import FrameBuffer
 from pixelis_ros.policy.scripted import ScriptedPolicy
 from pixelis_ros.render import render_episode, save_rgb
+from pixelis_ros.tools import Toolbox
 
 WORDS = ["EXIT", "DOCK", "GATE", "ZONE", "BAY", "LAB", "DEPOT", "RAMP"]
 
@@ -94,8 +95,9 @@ def run_sim_demo(out_dir: str | Path, suite: str = "smoke") -> dict:
 
     out = Path(out_dir)
     summary = {}
+    toolbox = Toolbox()  # one set of tools (and one OCR engine) for every episode
     for task in iter_tasks(load_suite(suite)):
-        episode = Agent(oracle(task)).run(task.question, task.frames)
+        episode = Agent(oracle(task), toolbox).run(task.question, task.frames)
         folder = out / task.id
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "trace.json").write_text(json.dumps(episode.to_json(), indent=2, ensure_ascii=False) + "\n")

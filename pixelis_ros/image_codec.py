@@ -36,7 +36,7 @@ SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
 # Channel selections giving RGB; reversed slices keep the result a view.
 _TO_RGB = {"rgb": slice(None), "bgr": slice(None, None, -1), "rgba": slice(0, 3), "bgra": slice(2, None, -1)}
 _YUV_TO_RGB = {"uyvy": cv2.COLOR_YUV2RGB_UYVY, "yuyv": cv2.COLOR_YUV2RGB_YUYV}
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _DEPTH_HEADER_BYTES = 12  # compressed_depth_image_transport's ConfigHeader: int32 format, float32[2]
 
 
@@ -156,8 +156,8 @@ def decode_image_bytes(data: bytes, what: str) -> np.ndarray:
 
 def _decode_compressed_depth(format: str, data: bytes) -> np.ndarray:
     payload = data[_DEPTH_HEADER_BYTES:]
-    if not payload.startswith(_PNG_SIGNATURE):
-        if not data.startswith(_PNG_SIGNATURE):  # very old publishers sent the png without header
+    if not payload.startswith(PNG_SIGNATURE):
+        if not data.startswith(PNG_SIGNATURE):  # very old publishers sent the png without header
             raise ImageDecodeError(
                 f"compressed depth image ({format!r}, {len(data)} bytes) holds no png after its "
                 f"{_DEPTH_HEADER_BYTES}-byte header (only png compressedDepth is supported, not rvl)")

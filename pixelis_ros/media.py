@@ -19,13 +19,12 @@ import cv2
 import numpy as np
 
 from .frames import Frame, Frames
-from .image_codec import ImageDecodeError, decode_image_bytes, to_rgb8
+from .image_codec import PNG_SIGNATURE, ImageDecodeError, decode_image_bytes, to_rgb8
 
 PathLike = str | os.PathLike
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 DEFAULT_MAX_PIXELS = 8192 * 8192
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # JPEG start-of-frame markers (C4, C8, CC are DHT, JPG and DAC, not frames).
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
@@ -55,7 +54,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
 def image_size_from_header(data: bytes) -> tuple[int, int] | None:
     """(width, height) read from a png, jpeg or bmp header; None for other or broken headers.
     Lets a loader refuse a decompression bomb before decoding it."""
-    if data.startswith(_PNG_SIGNATURE) and len(data) >= 24 and data[12:16] == b"IHDR":
+    if data.startswith(PNG_SIGNATURE) and len(data) >= 24 and data[12:16] == b"IHDR":
         return struct.unpack_from(">II", data, 16)
     if data.startswith(b"\xff\xd8"):
         return _jpeg_size(data)

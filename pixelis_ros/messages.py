@@ -54,14 +54,25 @@ def deserialize(data: bytes, type_name: str):
     return typestore().deserialize_cdr(data, type_name)
 
 
+NS = 1_000_000_000
+
+
 def stamp_seconds(header) -> float:
     return float(header.stamp.sec) + float(header.stamp.nanosec) * 1e-9
 
 
-def header(stamp: float, frame_id: str):
-    sec = int(np.floor(stamp))
+def stamp_ns(header) -> int:
+    """The header's stamp in integer nanoseconds (exact, unlike float seconds of an epoch time)."""
+    return int(header.stamp.sec) * NS + int(header.stamp.nanosec)
+
+
+def header_ns(stamp: int, frame_id: str):
     Time, Header = msg_type("builtin_interfaces/msg/Time"), msg_type("std_msgs/msg/Header")
-    return Header(stamp=Time(sec=sec, nanosec=int(round((stamp - sec) * 1e9)) % 1_000_000_000), frame_id=frame_id)
+    return Header(stamp=Time(sec=stamp // NS, nanosec=stamp % NS), frame_id=frame_id)
+
+
+def header(stamp: float, frame_id: str):
+    return header_ns(int(round(stamp * NS)), frame_id)
 
 
 def image_msg(img: np.ndarray, stamp: float, frame_id: str = "camera", encoding: str = "rgb8"):

@@ -13,7 +13,7 @@ from pixelis_ros.boxes import int_box
 from pixelis_ros.episode import Episode
 from pixelis_ros.frames import Frames
 from pixelis_ros.image_codec import to_rgb8
-from pixelis_ros.tools.base import parse_image_ref
+from pixelis_ros.tools.base import ToolContext, ToolError
 
 COLOURS = {"zoom": (255, 200, 0), "segment": (255, 0, 255), "track": (0, 200, 255), "temporal": (255, 255, 255), "ocr": (0, 255, 0)}
 
@@ -71,15 +71,10 @@ def _box(img: np.ndarray, box, label: str, colour, scale: float, thickness: int)
 
 
 def _frame_index(ref: str, frames: Frames) -> int | None:
+    """The frame index ``ref`` names, or None for tool outputs and references the frames lack."""
     try:
-        kind, value = parse_image_ref(ref)
-    except ValueError:
-        return None
-    if kind != "frame":
-        return None
-    try:
-        return frames.index_at(value) if isinstance(value, float) else frames.index_of(value)
-    except LookupError:
+        return ToolContext(frames=frames).frame_index(ref)
+    except ToolError:
         return None
 
 

@@ -141,6 +141,15 @@ def test_worker_thread_answers_queries_and_3d_target(scene):
     assert point.x == pytest.approx((cx - img.shape[1] / 2) * 2.5 / 1000.0, abs=0.1)
 
 
+def test_checkpoint_reaches_only_sam2_backends(scene):
+    core = AgentNodeCore(AgentNodeConfig(trace=str(scene[3]), segment_checkpoint="sam2.safetensors"), lambda t, m: None)
+    core.activate()
+    try:
+        assert core.agent.toolbox.config.segment_options == {} and core.agent.toolbox.config.track_options == {}
+    finally:
+        core.deactivate()
+
+
 def test_policy_configuration_errors():
     core = AgentNodeCore(AgentNodeConfig(), lambda t, m: None)
     with pytest.raises(ConfigError, match="set parameter 'trace'"):

@@ -76,7 +76,7 @@ def test_run_with_malformed_trace_reports_what_was_wrong(files):
     bad.write_text('<tool_call>\n{"name": "zoom", "arguments": {"bbox_2d": [1, 2]}}\n</tool_call>\n<answer>oops')
     result = pixelis("run", "--image", str(files["dir"] / "scene.png"), "--query", "q", "--trace", str(bad),
                      "--out", str(files["dir"] / "bad_run"), "--json")
-    assert result["answer"] == "oops" or result["stop_reason"] != "answer"
+    assert result["answer"] == "oops" and result["stop_reason"] == "answer"  # the unclosed last <answer> still counts
     assert any("argument 'bbox_2d' must be a list of 4 numbers" in p for p in result["problems"])
 
 

@@ -81,11 +81,13 @@ class AgentNodeCore:
     # --- lifecycle: load on activate, free on deactivate ----------------------------------------
     def activate(self) -> None:
         c = self.config
+
+        def sam2_options(backend: str) -> dict:  # only the sam2 backends take a checkpoint
+            return {"checkpoint": c.segment_checkpoint} if backend == "sam2" else {}
+
         toolbox = Toolbox(ToolboxConfig(ocr_backend=c.ocr_backend, segment_backend=c.segment_backend,
-                                        segment_options={"checkpoint": c.segment_checkpoint} if c.segment_checkpoint else {},
-                                        track_backend=c.track_backend,
-                                        track_options={"checkpoint": c.segment_checkpoint} if c.track_backend == "sam2" else {},
-                                        tool_time_budget_s=c.tool_time_budget_s))
+                                        segment_options=sam2_options(c.segment_backend), track_backend=c.track_backend,
+                                        track_options=sam2_options(c.track_backend), tool_time_budget_s=c.tool_time_budget_s))
         self.agent = Agent(build_policy(c), toolbox, AgentLimits(max_steps=c.max_steps, max_query_chars=c.max_query_chars))
         self._worker = threading.Thread(target=self._serve, name="pixelis-agent", daemon=True)
         self._worker.start()

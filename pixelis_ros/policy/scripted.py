@@ -9,11 +9,11 @@ the agent as malformed model output would.
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
 
+from pixelis_ros.cota import last_tool_response
 from pixelis_ros.policy.base import Generation, PolicyError
 
 _RESPONSE = re.compile(r"<tool_response>.*?</tool_response>", re.DOTALL)
@@ -27,19 +27,6 @@ def split_turns(script: str) -> list[str]:
     if pieces[-1].strip():
         turns.append(pieces[-1].strip())  # trailing text without an end tag: let the parser say why
     return turns
-
-
-def last_response_text(messages: list[dict]) -> str:
-    for msg in reversed(messages):
-        for part in msg.get("content", []):
-            body = part.get("text", "") if isinstance(part, dict) else ""
-            m = re.search(r"<tool_response>\n(.*)\n</tool_response>", body, re.DOTALL)
-            if m:
-                try:
-                    return str(json.loads(m.group(1)).get("text", ""))
-                except (json.JSONDecodeError, AttributeError):
-                    return ""
-    return ""
 
 
 class ScriptedPolicy:
@@ -58,5 +45,5 @@ class ScriptedPolicy:
         turn = self.turns[self.position]
         self.position += 1
         if "{last_text}" in turn:
-            turn = turn.replace("{last_text}", last_response_text(messages))
+            turn = turn.replace("{last_text}", str(last_tool_response(messages).get("text", "")))
         return Generation(text=turn)

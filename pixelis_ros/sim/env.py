@@ -7,10 +7,9 @@ the current view. The reward is 1.0 when that point lies inside one of the task'
 ``info`` (Gymnasium spaces have no good text type); so does the answer, for evaluation only.
 
 Tasks come from ``make_task``, so they are the same tasks the CoTA data and benchmarks use
-(its expert trace is computed too and kept on ``self.task``). ``Task`` keeps the targets' boxes
-for the default camera only; the env recovers the targets' *names* once per reset by matching
-those boxes against a render of the same frame, then asks the world for their boxes in whatever
-view the camera has at commit time (segmentation boxes: visible pixels, occlusion included).
+(its expert trace is computed too and kept on ``self.task``). At commit time the env asks the
+world for the task's targets' boxes in whatever view the camera then has (segmentation boxes:
+visible pixels, occlusion included).
 For video families the view is the clip's last frame, which is what their targets refer to.
 """
 
@@ -77,7 +76,6 @@ class PixelisSimEnv(gymnasium.Env):
         self._toolbox: Toolbox | None = None
         self.task: Task | None = None
         self.scene: SceneSpec | None = None
-        self.target_names: list[str] = []
         self.camera = CameraPose()
         self.time = 0.0
         self._steps = self._moves = 0
@@ -101,12 +99,7 @@ class PixelisSimEnv(gymnasium.Env):
                                f"{self.width}x{self.height} (small renders can hide targets below MIN_VISIBLE_PX)")
         self.task, self.scene, self.camera = task, scene, scene.camera
         self.time, self._steps, self._moves, self._done = task.frames[-1].stamp, 0, 0, False
-        render = self._render(boxes=True)
-        # make_task rendered this same frame from this same camera, so the boxes match exactly.
-        self.target_names = [n for n, b in render.boxes.items() if b is not None and b in task.target_boxes]
-        if not self.target_names:
-            raise RuntimeError(f"task {task.id}: its target boxes match no object in the render")
-        return self._obs(render), self._info()
+        return self._obs(self._render(boxes=False)), self._info()
 
     def step(self, action: dict[str, Any]):
         if self._done:
@@ -116,7 +109,7 @@ class PixelisSimEnv(gymnasium.Env):
         if int(action["commit"]):
             render = self._render(boxes=True)
             x, y = np.clip(np.asarray(action["point"], np.float64), 0.0, 1.0) * (self.width, self.height)
-            boxes = [render.boxes.get(n) for n in self.target_names]
+            boxes = [render.boxes.get(n) for n in self.task.targets]
             hit = any(b is not None and b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in boxes)
             reward, terminated = (1.0 if hit else 0.0), True
         else:
@@ -143,7 +136,7 @@ class PixelisSimEnv(gymnasium.Env):
         if self.task is None:
             return []
         render = self._world.render(self.time, self.camera, depth=False, boxes=True)
-        return [b for b in (render.boxes.get(n) for n in self.target_names) if b is not None]
+        return [b for b in (render.boxes.get(n) for n in self.task.targets) if b is not None]
 
     def _render(self, boxes: bool) -> Render:
         # frame_index = gaze moves so far: a noise shift differs between views but not between runs.

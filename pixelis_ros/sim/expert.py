@@ -17,15 +17,14 @@ tools said, so the oracle's accuracy is the ceiling the tools allow.
 from __future__ import annotations
 
 import json
-import re
 from typing import Callable, Generator
 
 import numpy as np
 
+from pixelis_ros.cota import last_tool_response
 from pixelis_ros.policy.base import Generation, PolicyError
 
 Plan = Generator[str, dict, None]
-_RESPONSE = re.compile(r"<tool_response>\n(.*)\n</tool_response>", re.DOTALL)
 
 
 def turn(think: str, name: str, **arguments) -> str:
@@ -35,14 +34,6 @@ def turn(think: str, name: str, **arguments) -> str:
 
 def answer(text: str, think: str | None = None) -> str:
     return (f"<think>{think}</think>\n" if think else "") + f"<answer>{text}</answer>"
-
-
-def _last_response(messages: list[dict]) -> dict:
-    for part in messages[-1].get("content", []):
-        m = _RESPONSE.search(part.get("text", ""))
-        if m:
-            return json.loads(m.group(1))
-    return {}
 
 
 class ExpertPolicy:
@@ -60,6 +51,6 @@ class ExpertPolicy:
             if self.plan is None:
                 self.plan = self.plan_factory()
                 return Generation(next(self.plan))
-            return Generation(self.plan.send(_last_response(messages)))
+            return Generation(self.plan.send(last_tool_response(messages)))
         except StopIteration:
             raise PolicyError("the expert plan ended without an answer") from None

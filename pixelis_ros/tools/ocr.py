@@ -10,6 +10,7 @@ fetch models here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -87,7 +88,6 @@ class PaddleOCRReader:
             from paddleocr import PaddleOCR
         except ImportError as e:
             raise ToolError("the paddleocr backend needs `pip install paddleocr paddlepaddle` and local model folders") from e
-        from pathlib import Path
         for d in (det_model_dir, rec_model_dir):
             if not Path(d).is_dir():
                 raise ToolError(f"PaddleOCR model folder {d} does not exist; models load from local folders only")

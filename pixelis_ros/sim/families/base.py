@@ -46,7 +46,8 @@ class Task:
     question: str
     answer: str
     question_type: str
-    target_boxes: list[tuple[float, float, float, float]]  # acting targets in the last frame's pixels
+    targets: list[str]  # names of the acting targets (objects, signs, "lamp")
+    target_boxes: list[tuple[float, float, float, float]]  # their visible boxes in the last frame's pixels
     frames: Frames
     expert: Episode
     tolerance: float = 0.0
@@ -144,5 +145,5 @@ def make_task(name: str, scene: SceneSpec, world: World, toolbox: Toolbox, clip:
         failures.append(f"the tools led to '{episode.answer}', the truth is '{spec.answer}'")
     last = renders[-1]
     boxes = [last.boxes[t] for t in spec.targets if last.boxes.get(t)]
-    return Task(f"{name}-{scene.seed}", name, scene.seed, spec.question, spec.answer, spec.question_type, boxes, frames,
-                episode, spec.tolerance, failures)
+    return Task(f"{name}-{scene.seed}", name, scene.seed, spec.question, spec.answer, spec.question_type, spec.targets,
+                boxes, frames, episode, spec.tolerance, failures)
