@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from pixelis_ros.tools.arguments import json_schema
@@ -258,6 +258,3 @@ def last_tool_response(messages: list[dict]) -> dict:
                 return obj if isinstance(obj, dict) else {}
     return {}
 
-
-def step_to_json(step: Step) -> dict:
-    return {k: v for k, v in asdict(step).items() if v is not None}

@@ -11,7 +11,6 @@ diagnostics, and the node keeps running.
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
