@@ -1,0 +1,28 @@
+"""Policy backends by name: ``torch`` (transformers + peft), ``onnx`` (ONNX Runtime), ``tensorrt``.
+
+Backends import heavy libraries (torch, onnxruntime, tensorrt); the robot side must not pay for
+the ones it does not use, so the registry maps a name to ``module:factory`` and imports lazily.
+Every factory takes the model folder and keyword options and returns a ``Policy``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from pixelis_ros.policy.base import Policy, PolicyError
+
+BACKENDS: dict[str, str] = {
+    "torch": "pixelis_ros.policy.hf:load_hf_policy",
+    "onnx": "pixelis_ros.policy.onnx:load_onnx_policy",
+    "tensorrt": "pixelis_ros.policy.tensorrt:load_tensorrt_policy",
+}
+
+
+def load_policy(backend: str, model_dir: str | Path, **options) -> Policy:
+    """The policy of ``backend`` loaded from the local folder ``model_dir`` (no downloads)."""
+    if backend not in BACKENDS:
+        raise PolicyError(f"unknown policy backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
+    module_name, factory_name = BACKENDS[backend].split(":")
+    factory = getattr(importlib.import_module(module_name), factory_name)
+    return factory(Path(model_dir), **options)
