@@ -135,6 +135,10 @@ class FrameBuffer:
     def __len__(self) -> int:
         return len(self._frames)
 
+    def newest_stamp(self) -> float | None:
+        with self._lock:
+            return self._frames[-1].stamp if self._frames else None
+
     @property
     def nbytes(self) -> int:
         return self._bytes

@@ -128,3 +128,25 @@ def diagnostics_msg(name: str, level: int, message: str, values: dict, stamp: fl
     status = Status(level=int(level), name=name, message=message, hardware_id="pixelis",
                     values=[KV(key=str(k), value=str(v)) for k, v in values.items()])
     return Array(header=header(stamp, ""), status=[status])
+
+
+def camera_info_msg(width: int, height: int, fovy_deg: float, stamp: float, frame_id: str):
+    """sensor_msgs/CameraInfo of an ideal pinhole camera (square pixels, centred, no distortion)."""
+    fy = height / 2 / np.tan(np.radians(fovy_deg) / 2)
+    cx, cy = width / 2, height / 2
+    k = np.array([fy, 0, cx, 0, fy, cy, 0, 0, 1], np.float64)
+    p = np.array([fy, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0], np.float64)
+    RoI = msg_type("sensor_msgs/msg/RegionOfInterest")
+    return msg_type("sensor_msgs/msg/CameraInfo")(
+        header=header(stamp, frame_id), height=int(height), width=int(width), distortion_model="plumb_bob",
+        d=np.zeros(5, np.float64), k=k, r=np.eye(3).ravel(), p=p, binning_x=0, binning_y=0,
+        roi=RoI(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+
+def clock_msg(stamp: float):
+    """rosgraph_msgs/Clock: the simulation time, for nodes running with use_sim_time."""
+    return msg_type("rosgraph_msgs/msg/Clock")(clock=header(stamp, "").stamp)
+
+
+def vector3_msg(x: float, y: float, z: float):
+    return msg_type("geometry_msgs/msg/Vector3")(x=float(x), y=float(y), z=float(z))

@@ -103,7 +103,8 @@ def test_bad_input_is_reported_and_the_node_keeps_running(scene):
         core.on_query("stale camera")
         core.on_query("")
         core.on_query("x" * 51)
-        core.on_image(M.image_msg(img, clock.now - 20, "cam"))  # older than the newest: dropped
+        core.on_image(M.image_msg(img, clock.now - 20, "cam"))  # time jumped back: a new history
+        kept = [f.stamp for f in core.frames.snapshot()]
     finally:
         core.deactivate()
     errors = [json.loads(m.data)["error"] for m in outputs(published, "answer")]
@@ -111,9 +112,10 @@ def test_bad_input_is_reported_and_the_node_keeps_running(scene):
                       "the newest camera frame is 10.00 s old (max_frame_age_s=2); is the camera running?",
                       "the query is empty", "the query has 51 characters, over the limit of 50"]
     c = core.counters
-    assert (c.bad_images, c.frames, c.dropped_frames, c.rejected_queries) == (2, 1, 1, 5)
+    assert (c.bad_images, c.frames, c.time_resets, c.rejected_queries) == (2, 2, 1, 5)
+    assert kept == [pytest.approx(clock.now - 20)]
     last = outputs(published, "diagnostics")[-1].status[0]
-    assert last.level == 1 and "older than the newest buffered" in last.message
+    assert last.level == 1 and "time jumped back" in last.message and "frame buffer cleared" in last.message
     assert {kv.key for kv in last.values} >= {"frames", "dropped_frames", "bad_images", "last_latency_ms", "ttrl"}
 
 
@@ -154,8 +156,10 @@ def test_policy_configuration_errors():
     core = AgentNodeCore(AgentNodeConfig(), lambda t, m: None)
     with pytest.raises(ConfigError, match="set parameter 'trace'"):
         core.activate()
-    with pytest.raises(ConfigError, match="policy backend is not built yet"):
-        AgentNodeCore(AgentNodeConfig(model="models/pixelis-tiny"), lambda t, m: None).activate()
+    with pytest.raises(ConfigError, match=r"parameter 'model' \(/nonexistent/pixelis-tiny, backend torch\)"):
+        AgentNodeCore(AgentNodeConfig(model="/nonexistent/pixelis-tiny"), lambda t, m: None).activate()
+    with pytest.raises(ConfigError, match="unknown policy backend|must be torch, onnx or tensorrt"):
+        AgentNodeCore(AgentNodeConfig(model="/nonexistent/pixelis-tiny", backend="jax"), lambda t, m: None).activate()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("rclpy") is None, reason="rclpy is not installed here (no ROS 2); the node is a thin adapter over AgentNodeCore")

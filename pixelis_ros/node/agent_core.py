@@ -7,10 +7,17 @@ rosbags dataclasses. Inference runs on a worker thread, never in a subscription 
 camera callback only decodes into the FrameBuffer. Bad input (undecodable images, empty or huge
 queries, queries before any frame, a stale camera) produces an error on ``answer`` and in the
 diagnostics, and the node keeps running.
+
+Time. Frame stamps are the camera's (ROS time, or simulation time). A frame stamped *earlier*
+than the newest buffered one means its source restarted (a simulation reset, a looping bag, a
+camera driver restart): like tf2, the node clears its buffer and starts a new history, counting
+a ``time_reset``. ``clock`` (wall time by default) only judges how stale the newest frame is;
+latencies are measured on the monotonic clock.
 """
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -45,17 +52,27 @@ class Counters:
     queries: int = 0
     rejected_queries: int = 0
     episodes: int = 0
-    last_latency_ms: float = 0.0
+    time_resets: int = 0
+    last_latency_ms: float = 0.0  # query received -> outputs published
+    last_queue_ms: float = 0.0  # query received -> episode started
+    last_frame_age_ms: float = 0.0  # age of the newest frame (by its stamp) when the episode started
     last_error: str = ""
 
 
 def build_policy(config: AgentNodeConfig):
-    """The policy the node serves. Model backends arrive with the policy issue; until then a
-    ScriptedPolicy replays ``config.trace`` (demos and simulator-in-the-loop tests)."""
+    """The policy the node serves: a model folder through its backend, else a ScriptedPolicy
+    replaying ``config.trace`` (demos), else none when every query brings its own script."""
     if config.model:
-        raise ConfigError(f"parameter 'model' ({config.model}): the {config.backend} policy backend is not built yet; "
-                          "use 'trace' with a CoTA script for now")
+        from pixelis_ros.policy.base import PolicyError
+        from pixelis_ros.policy.registry import load_policy
+
+        try:
+            return load_policy(config.backend, config.model)
+        except (PolicyError, OSError, ImportError) as e:
+            raise ConfigError(f"parameter 'model' ({config.model}, backend {config.backend}): {e}") from None
     if not config.trace:
+        if config.accept_scripts:
+            return None
         raise ConfigError("set parameter 'trace' (a CoTA script) or 'model' (a model folder)")
     try:
         return ScriptedPolicy(Path(config.trace).read_text())
@@ -103,6 +120,12 @@ class AgentNodeCore:
         try:
             image = M.image_from_msg(msg)
             stamp = M.stamp_seconds(msg.header)
+            newest = self.frames.newest_stamp()
+            if newest is not None and stamp < newest:
+                self.frames.clear()
+                self.counters.time_resets += 1
+                self._error(f"time jumped back from {newest:.3f} s to {stamp:.3f} s: frame buffer cleared "
+                            "(simulation reset, bag loop or camera restart)")
             self.frames.add(image, stamp, msg.header.frame_id, depth=self._paired_depth(stamp))
             self.counters.frames += 1
         except ImageDecodeError as e:
@@ -127,12 +150,35 @@ class AgentNodeCore:
 
     def on_query(self, text) -> None:
         self.counters.queries += 1
-        problem = self._check_query(text)
+        script = None
+        if self.config.accept_scripts:
+            text, script, problem = self._scripted_query(text)
+        else:
+            problem = None
+        problem = problem or self._check_query(text)
         if problem:
             self.counters.rejected_queries += 1
             self._answer_error(str(text)[:200], problem)
             return
-        self._queries.put((text, self.clock()))
+        self._queries.put((text, time.monotonic(), script))
+
+    def on_bad_query(self, problem: str) -> None:
+        """A query message that could not be read at all (e.g. a string that is not UTF-8)."""
+        self.counters.queries += 1
+        self.counters.rejected_queries += 1
+        self._answer_error("", problem)
+
+    @staticmethod
+    def _scripted_query(text) -> tuple[str, str | None, str | None]:
+        """``accept_scripts``: a query is ``{"query": ..., "script": ...}`` (the simulator's oracle
+        sends each question with its expert trace); plain text still uses the node's policy."""
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError):
+            return text, None, None
+        if not isinstance(data, dict) or not isinstance(data.get("query"), str) or not isinstance(data.get("script"), str):
+            return str(text), None, 'a scripted query must be {"query": str, "script": str}'
+        return data["query"], data["script"], None
 
     # --- episode worker ------------------------------------------------------------------------
     def _serve(self) -> None:
@@ -142,18 +188,26 @@ class AgentNodeCore:
                 return
             self.run_query(*job)
 
-    def run_query(self, text: str, received: float | None = None) -> Episode | None:
+    def run_query(self, text: str, received: float | None = None, script: str | None = None) -> Episode | None:
         """Run one episode on the current frames and publish its outputs (the worker calls this;
-        bag replays call it directly)."""
+        bag replays call it directly). ``received``: ``time.monotonic()`` when the query arrived;
+        ``script``: a CoTA script to replay instead of the node's policy."""
         frames = self.frames.snapshot()
         if len(frames) == 0:
             self._answer_error(text, "no camera frame has been received yet")
             return None
-        started = self.clock()
-        episode = self.agent.run(text, frames)
+        if script is None and self.agent.policy is None:
+            self._answer_error(text, "this node has no policy: the query must bring a script (accept_scripts)")
+            return None
+        started = time.monotonic()
+        received = received or started
+        self.counters.last_queue_ms = (started - received) * 1000
+        self.counters.last_frame_age_ms = (self.clock() - frames[-1].stamp) * 1000
+        agent = self.agent if script is None else Agent(ScriptedPolicy(script), self.agent.toolbox, self.agent.limits)
+        episode = agent.run(text, frames)
         self.counters.episodes += 1
         self.counters.last_error = episode.error or ""  # diagnostics show the latest news, not old errors
-        self.counters.last_latency_ms = (self.clock() - (received or started)) * 1000
+        self.counters.last_latency_ms = (time.monotonic() - received) * 1000
         self._publish_episode(episode, frames)
         return episode
 

@@ -1,8 +1,8 @@
-"""The agent node's parameters: one typed dataclass, loaded from ROS-style YAML.
+"""The nodes' parameters: one typed dataclass per node, loaded from ROS-style YAML.
 
-``config/agent.yaml`` holds the defaults in the ``<node>: ros__parameters:`` layout that
-``ros2 launch`` passes to the node; the DDS runner and the tests read the same file, so a
-parameter means the same on every transport.
+``config/agent.yaml`` and ``config/sim.yaml`` hold the defaults in the ``<node>:
+ros__parameters:`` layout that ``ros2 launch`` passes to a node; the DDS runners and the tests
+read the same files, so a parameter means the same on every transport.
 """
 
 from __future__ import annotations
@@ -30,10 +30,48 @@ def _coerce(name: str, default, value):
     return value
 
 
+class NodeParameters:
+    """Loading and checking shared by the node configs: ``NODE`` is the node's name in YAML."""
+
+    NODE = ""
+
+    @classmethod
+    def from_parameters(cls, params: dict) -> "NodeParameters":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown {cls.NODE} parameter(s) {unknown}; known: {sorted(known)}")
+        config = cls(**{name: _coerce(name, known[name].default, value) for name, value in params.items()})
+        config.check()
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, node: str | None = None) -> "NodeParameters":
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read parameters from {path}: {e}") from None
+        node = node or cls.NODE
+        params = data.get(node, {}).get("ros__parameters") if isinstance(data.get(node), dict) else None
+        if not isinstance(params, dict):
+            raise ConfigError(f"{path}: no '{node}: ros__parameters:' mapping")
+        return cls.from_parameters(params)
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first parameter with a value the node cannot use."""
+
+    def replace(self, **changes) -> "NodeParameters":
+        config = dataclasses.replace(self, **changes)
+        config.check()
+        return config
+
+
 @dataclass(frozen=True)
-class AgentNodeConfig:
+class AgentNodeConfig(NodeParameters):
+    NODE = "pixelis_agent"
+
     model: str = ""
-    """Local model folder for the policy (model backends: see the policy issue); empty = none."""
+    """Local model folder for the policy (``pixelis model build`` or ``pixelis export onnx`` output); empty = none."""
     backend: str = "torch"
     """Policy backend for ``model``: torch, onnx or tensorrt."""
     trace: str = ""
@@ -62,29 +100,11 @@ class AgentNodeConfig:
     """Tracking backend: csrt, kcf, mil or sam2."""
     publish_annotated: bool = True
     """Publish the annotated image after each episode."""
+    accept_scripts: bool = False
+    """Accept queries of the form {"query": ..., "script": CoTA} and replay the script instead of the
+    policy: the simulator's oracle in ``pixelis sim loop --policy oracle``. Tests and demos only."""
     ttrl: bool = False
     """Test-time RL (arrives with the TTRL issue; must stay false until then)."""
-
-    @classmethod
-    def from_parameters(cls, params: dict) -> "AgentNodeConfig":
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown agent parameter(s) {unknown}; known: {sorted(known)}")
-        config = cls(**{name: _coerce(name, known[name].default, value) for name, value in params.items()})
-        config.check()
-        return config
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, node: str = "pixelis_agent") -> "AgentNodeConfig":
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read parameters from {path}: {e}") from None
-        params = data.get(node, {}).get("ros__parameters") if isinstance(data.get(node), dict) else None
-        if not isinstance(params, dict):
-            raise ConfigError(f"{path}: no '{node}: ros__parameters:' mapping")
-        return cls.from_parameters(params)
 
     def check(self) -> None:
         if self.image_reliability not in ("best_effort", "reliable"):
@@ -97,10 +117,38 @@ class AgentNodeConfig:
         if self.ttrl:
             raise ConfigError("parameter 'ttrl' cannot be true yet: test-time RL is not built")
 
-    def replace(self, **changes) -> "AgentNodeConfig":
-        config = dataclasses.replace(self, **changes)
-        config.check()
-        return config
+
+@dataclass(frozen=True)
+class SimNodeConfig(NodeParameters):
+    NODE = "pixelis_sim"
+
+    suite: str = "smoke"
+    """Task suite: a shipped name (sim/suites/) or a .yaml path."""
+    episodes: int = 0
+    """Episodes to play; 0 = the suite's count."""
+    start: int = 0
+    """First episode index of the suite's schedule."""
+    speed: float = 1.0
+    """Streaming speed relative to the clip's frame rate (2 = twice as fast); 0 = back to back."""
+    still_frames: int = 3
+    """Frames streamed for a still task (identical, one clip period apart)."""
+    answer_timeout_s: float = 120.0
+    """Seconds to wait for the agent's answer before scoring the episode as unanswered."""
+    frame_id: str = "sim_camera"
+    """frame_id of the camera's messages."""
+    oracle: bool = False
+    """Send each query with its expert trace (for an agent with accept_scripts)."""
+
+    def check(self) -> None:
+        for name in ("episodes", "start"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"parameter '{name}' must be >= 0, got {getattr(self, name)}")
+        if self.still_frames < 1:
+            raise ConfigError(f"parameter 'still_frames' must be >= 1, got {self.still_frames}")
+        if self.speed < 0:
+            raise ConfigError(f"parameter 'speed' must be >= 0 (0 = back to back), got {self.speed}")
+        if self.answer_timeout_s <= 0:
+            raise ConfigError(f"parameter 'answer_timeout_s' must be > 0, got {self.answer_timeout_s}")
 
 
 @functools.lru_cache(maxsize=None)

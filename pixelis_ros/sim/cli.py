@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 
+from pixelis_ros.node.config import ConfigError
 from pixelis_ros.sim.suites import SuiteError
 
-USAGE_ERRORS: tuple[type[Exception], ...] = (SuiteError,)
+USAGE_ERRORS: tuple[type[Exception], ...] = (SuiteError, ConfigError)
 
 
 def _positive_int(text: str) -> int:
@@ -78,7 +79,32 @@ def add_bench(sim_sub) -> None:
     p.set_defaults(func=cmd_sim_bench)
 
 
-SIM_COMMANDS = [add_export, add_bench]
+def cmd_sim_loop(args) -> dict:
+    from pixelis_ros.ros.sim_loop import sim_loop
+
+    return sim_loop(args.suite, args.episodes, policy=args.policy, backend=args.backend, domain=args.domain,
+                    speed=args.speed, start=args.seed, answer_timeout_s=args.answer_timeout)
+
+
+def add_loop(sim_sub) -> None:
+    p = sim_sub.add_parser("loop", help="simulator in the loop: sim node and agent node in two processes over DDS",
+                           description="Start the agent node in a child process and the sim node here; they talk only "
+                                       "over the ROS 2 wire (Cyclone DDS on loopback). Prints episodes, answered, "
+                                       "accuracy, acting_success and latency_ms {p50, p99} (query sent -> answer received).")
+    p.add_argument("--transport", choices=["dds"], default="dds", help="the ROS 2 wire over Cyclone DDS")
+    p.add_argument("--suite", default="smoke", help="a shipped suite name or a suite .yaml path")
+    p.add_argument("--episodes", type=_positive_int, default=6, help="episodes to play")
+    p.add_argument("--seed", type=int, default=0, help="first episode index of the suite's schedule")
+    p.add_argument("--policy", default="oracle", help="oracle (expert traces sent with the queries) or a model folder")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "tensorrt"], help="policy backend for a model folder")
+    p.add_argument("--domain", type=int, help="DDS domain (default: one derived from this process id)")
+    p.add_argument("--speed", type=float, default=1.0, help="camera streaming speed relative to the clip's frame rate")
+    p.add_argument("--answer-timeout", type=float, default=120.0, help="seconds to wait for each answer")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sim_loop)
+
+
+SIM_COMMANDS = [add_export, add_bench, add_loop]
 """Subcommand registrars, in help order; add new ones (e.g. bench) here."""
 
 
