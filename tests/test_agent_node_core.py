@@ -30,7 +30,7 @@ def test_parameter_file_matches_the_config():
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"modle": "x"}, "unknown agent parameter(s) ['modle']"),
+    ({"modle": "x"}, "unknown pixelis_agent parameter(s) ['modle']"),
     ({"max_steps": "8"}, "parameter 'max_steps' must be int, got str"),
     ({"publish_annotated": 1}, "parameter 'publish_annotated' must be bool, got int"),
     ({"image_reliability": "sometimes"}, "must be best_effort or reliable"),

@@ -45,7 +45,7 @@ INPUTS = {"answer": "std_msgs/msg/String", "gaze": "geometry_msgs/msg/Vector3"}
 @dataclass
 class _Pending:
     query: str
-    stamp: float  # the newest frame's stamp when the query was sent: the agent's answer names it
+    stamps: tuple[float, float]  # this episode's first and newest frame stamps: the answer names one
     sent: float  # time.monotonic()
     answer: dict | None = None
     received: float = 0.0
@@ -64,20 +64,25 @@ def summarize(results: list[dict]) -> dict:
         families[name] = {"episodes": len(rows), "accuracy": round(statistics.fmean(r["correct"] for r in rows), 4),
                           "acting_success": round(statistics.fmean(r["hit"] for r in rows), 4)}
     n = len(results)
+    failures = [{k: r[k] for k in ("index", "family", "question", "truth", "answer", "hit", "error")}
+                for r in results if not (r["correct"] and r["hit"])]
     return {"episodes": n, "answered": sum(r["answered"] for r in results),
             "accuracy": round(sum(r["correct"] for r in results) / n, 4) if n else 0.0,
             "acting_success": round(sum(r["hit"] for r in results) / n, 4) if n else 0.0,
-            "latency_ms": {"p50": pct(50), "p99": pct(99)}, "families": families}
+            "latency_ms": {"p50": pct(50), "p99": pct(99)}, "families": families, "failures": failures}
 
 
 class SimNodeCore:
-    def __init__(self, config: SimNodeConfig, publish: Publish, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, config: SimNodeConfig, publish: Publish, settle: Callable[[], None] = lambda: None):
+        """``settle()`` is called between an episode's last frame and its question: a transport
+        blocks there until the camera's subscribers have the frames (DDS acknowledgments), so
+        the question does not overtake them on another topic."""
         from pixelis_ros.sim.suites import load_suite
 
         config.check()
         self.config = config
         self.publish = publish
-        self.sleep = sleep
+        self.settle = settle
         self.suite = load_suite(config.suite)  # SuiteError names the problem
         self.task: Task | None = None
         self.camera = None
@@ -101,8 +106,9 @@ class SimNodeCore:
             pending = self._pending
             if pending is None or pending.answer is not None or query != pending.query:
                 return
-            if stamp is not None and abs(float(stamp) - pending.stamp) > 1e-6:
-                return  # an answer about an earlier episode's frame
+            first, last = pending.stamps
+            if stamp is not None and not first - 1e-6 <= float(stamp) <= last + 1e-6:
+                return  # an answer about another episode's frames
             pending.answer, pending.received = record, time.monotonic()
         self._answered.set()
 
@@ -122,46 +128,60 @@ class SimNodeCore:
             self._stream(Frame(render.rgb, self.stamp, self.config.frame_id, render.depth))
 
     # --- episodes --------------------------------------------------------------------------------
-    def run(self, on_result: Callable[[dict], None] | None = None) -> dict:
-        """Play the configured episodes; returns ``summarize`` of their results."""
-        from pixelis_ros.sim.suites import family_schedule, make_episode
+    def open(self) -> None:
+        """Build the renderer (a GL context) and the expert's toolbox; ``run`` does this itself."""
         from pixelis_ros.sim.world import World
         from pixelis_ros.tools import Toolbox
 
+        self._world, self._toolbox = World(self.suite.width, self.suite.height), Toolbox()
+
+    def close(self) -> None:
+        if self._world is not None:
+            self._world.close()
+            self._world = None
+
+    def load(self, index: int) -> Task:
+        """Pose episode ``index`` of the suite; its scene stays loaded for gaze and scoring."""
+        from pixelis_ros.sim.suites import family_schedule, make_episode
+
+        task = make_episode(self.suite, index, family_schedule(self.suite, index + 1)[index], self._world, self._toolbox)
+        with self._lock:
+            self.task, self.camera = task, self._world.scene.camera
+        return task
+
+    def run(self, on_result: Callable[[dict], None] | None = None) -> dict:
+        """Play the configured episodes; returns ``summarize`` of their results."""
         c = self.config
         n = c.episodes or max(0, self.suite.episodes - c.start)
-        schedule = family_schedule(self.suite, c.start + n)
-        self._world, self._toolbox = World(self.suite.width, self.suite.height), Toolbox()
         results = []
+        self.open()
         try:
             for i in range(c.start, c.start + n):
-                task = make_episode(self.suite, i, schedule[i], self._world, self._toolbox)
-                result = self.play(i, task)
+                result = self.play(i, self.load(i))
                 results.append(result)
                 self.publish("episode", M.string_msg(json.dumps(result)))
                 if on_result is not None:
                     on_result(result)
         finally:
-            self._world.close()
-            self._world = None
+            self.close()
         return summarize(results)
 
     def play(self, index: int, task: Task) -> dict:
         """Stream one task, ask its question, wait for the answer and score it."""
         with self._lock:
-            self.task, self.camera = task, self._world.scene.camera  # make_episode left the task's scene loaded
             frames = list(task.frames) if len(task.frames) > 1 else \
                 [Frame(task.frames[0].image, k * self._period(), "", task.frames[0].depth) for k in range(self.config.still_frames)]
         previous = None
         for frame in frames:
             if previous is not None and self.config.speed > 0:
-                self.sleep((frame.stamp - previous) / self.config.speed)
+                time.sleep((frame.stamp - previous) / self.config.speed)
             previous = frame.stamp
             with self._lock:
                 self.stamp = frame.stamp
                 self._stream(frame)
+        self.settle()
         with self._lock:
-            self._pending = _Pending(task.question, self.stamp, time.monotonic())
+            self._pending = _Pending(task.question, (frames[0].stamp, self.stamp), time.monotonic())
             self._answered.clear()
         query = json.dumps({"query": task.question, "script": task.trace}) if self.config.oracle else task.question
         self.publish("query", M.string_msg(query))

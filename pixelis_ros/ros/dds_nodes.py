@@ -69,11 +69,15 @@ class DdsSimNode:
     def __init__(self, transport: dds.DdsTransport, config: SimNodeConfig, namespace: str = ""):
         camera_qos = dds.DEFAULT.replace(depth=1)  # reliable: a subscriber asking for best effort matches too
         self.outputs = _Outputs(transport, namespace, SIM_OUTPUTS, {name: camera_qos for name in CAMERA_TOPICS})
-        self.core = SimNodeCore(config, self.outputs)
+        self.core = SimNodeCore(config, self.outputs, settle=self._settle)
         self.subscriptions = [
             transport.subscribe(resolve(namespace, "answer"), SIM_INPUTS["answer"], lambda msg: self.core.on_answer(msg.data)),
             transport.subscribe(resolve(namespace, "gaze"), SIM_INPUTS["gaze"], self.core.on_gaze),
         ]
+
+    def _settle(self) -> None:
+        for name in CAMERA_TOPICS:
+            self.outputs.publishers[name].wait_for_acknowledgments(5.0)
 
     def wait_for_agent(self, timeout: float) -> bool:
         """Whether an agent subscribes to the camera and the queries and publishes answers."""
