@@ -52,5 +52,6 @@ setup(
     zip_safe=True,
     maintainer="pixelis_ros developers",
     license="Apache-2.0",
-    entry_points={"console_scripts": ["pixelis = pixelis_ros.cli:main", "agent_node = pixelis_ros.ros.agent_node:main"]},
+    entry_points={"console_scripts": ["pixelis = pixelis_ros.cli:main", "agent_node = pixelis_ros.ros.agent_node:main",
+                                      "sim_node = pixelis_ros.ros.sim_node:main"]},
 )

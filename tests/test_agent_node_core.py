@@ -163,14 +163,20 @@ def test_policy_configuration_errors():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("rclpy") is None, reason="rclpy is not installed here (no ROS 2); the node is a thin adapter over AgentNodeCore")
-def test_rclpy_node_imports():
-    from pixelis_ros.ros import agent_node
+def test_rclpy_nodes_import():
+    from pixelis_ros.node import sim_core
+    from pixelis_ros.ros import agent_node, sim_node
     assert agent_node.OUTPUTS.keys() == TOPICS.keys()
+    assert sim_node.OUTPUTS.keys() == sim_core.TOPICS.keys()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None, reason="ROS 2 launch is not installed here")
-def test_launch_file_parses():
-    spec = importlib.util.spec_from_file_location("agent_launch", REPO / "launch" / "agent.launch.py")
+@pytest.mark.parametrize("name", ["agent.launch.py", "sim.launch.py"])
+def test_launch_files_parse(name):
+    from launch.actions import DeclareLaunchArgument
+    spec = importlib.util.spec_from_file_location(name.replace(".", "_"), REPO / "launch" / name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.generate_launch_description().entities
+    entities = module.generate_launch_description().entities
+    arguments = [e for e in entities if isinstance(e, DeclareLaunchArgument)]
+    assert arguments and all(a.description for a in arguments)

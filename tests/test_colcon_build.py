@@ -91,6 +91,8 @@ def test_colcon_build_installs_runnable_package(mode: str, workspace: Path, tmp_
             installed = prefix / "share" / PACKAGE / folder / source.name
             assert installed.is_file(), f"{installed} missing\n{_show(build)}"
             assert installed.read_bytes() == source.read_bytes()
+    for node in ("agent_node", "sim_node"):  # what `ros2 run pixelis_ros <node>` and the launch files start
+        assert (prefix / "lib" / PACKAGE / node).is_file(), f"{node} script missing\n{_show(build)}"
     script = prefix / "lib" / PACKAGE / "pixelis"
     assert script.is_file(), f"console script {script} missing (setup.cfg script_dir/install_scripts)\n{_show(build)}"
     assert os.access(script, os.X_OK), f"{script} is not executable"
