@@ -127,6 +127,16 @@ def cmd_bench_sim(args) -> dict:
     return bench_sim(repeats=args.repeats)
 
 
+def cmd_bench_node(args) -> dict:
+    from pixelis_ros.ros.bench_node import bench_node
+    return bench_node(args.seconds, args.queries, args.repeats)
+
+
+def cmd_bench_soak(args) -> dict:
+    from pixelis_ros.ros.bench_node import soak
+    return soak(args.minutes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixelis", description="Pixelis: a vision-language agent that reasons in pixels.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -180,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_sim)
+
+    p = bench.add_parser("node", help="agent node over DDS: camera ingest rate, newest-frame-to-episode-start latency")
+    p.add_argument("--seconds", type=float, default=5.0, help="camera streaming time per ingest run")
+    p.add_argument("--queries", type=int, default=40, help="queries for the episode-start latency")
+    p.add_argument("--repeats", type=int, default=3, help="ingest runs (the median is reported)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_node)
+    p = bench.add_parser("soak", help="agent node RSS over a long 30 Hz camera stream with queries")
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_soak)
 
     add_sim_commands(sub)
     add_bag_commands(sub)

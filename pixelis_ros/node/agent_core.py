@@ -56,6 +56,7 @@ class Counters:
     last_latency_ms: float = 0.0  # query received -> outputs published
     last_queue_ms: float = 0.0  # query received -> episode started
     last_frame_age_ms: float = 0.0  # age of the newest frame (by its stamp) when the episode started
+    last_arrival_age_ms: float = 0.0  # time since the newest frame reached the buffer, at episode start
     last_error: str = ""
 
 
@@ -90,6 +91,7 @@ class AgentNodeCore:
         self.counters = Counters()
         self.camera_k: np.ndarray | None = None
         self._depth: tuple[float, np.ndarray] | None = None
+        self._frame_arrived = 0.0  # time.monotonic() when the newest frame reached the buffer
         self._queries: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
         self.agent: Agent | None = None
@@ -127,6 +129,7 @@ class AgentNodeCore:
                 self._error(f"time jumped back from {newest:.3f} s to {stamp:.3f} s: frame buffer cleared "
                             "(simulation reset, bag loop or camera restart)")
             self.frames.add(image, stamp, msg.header.frame_id, depth=self._paired_depth(stamp))
+            self._frame_arrived = time.monotonic()
             self.counters.frames += 1
         except ImageDecodeError as e:
             self.counters.bad_images += 1
@@ -203,6 +206,7 @@ class AgentNodeCore:
         received = received or started
         self.counters.last_queue_ms = (started - received) * 1000
         self.counters.last_frame_age_ms = (self.clock() - frames[-1].stamp) * 1000
+        self.counters.last_arrival_age_ms = (started - self._frame_arrived) * 1000
         agent = self.agent if script is None else Agent(ScriptedPolicy(script), self.agent.toolbox, self.agent.limits)
         episode = agent.run(text, frames)
         self.counters.episodes += 1
