@@ -40,6 +40,7 @@ test: setup
 bench: setup
 	$(VENV)/bin/pixelis bench tools --json
 	$(VENV)/bin/pixelis bench sim --json
+	$(VENV)/bin/pixelis bench node --json
 
 clean:
 	rm -rf $(VENV) build install log out .pytest_cache .hypothesis
