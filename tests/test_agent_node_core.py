@@ -180,3 +180,21 @@ def test_launch_files_parse(name):
     entities = module.generate_launch_description().entities
     arguments = [e for e in entities if isinstance(e, DeclareLaunchArgument)]
     assert arguments and all(a.description for a in arguments)
+
+
+def test_scripted_queries_replay_their_own_trace(scene):
+    img, box, text, trace = scene
+    published, clock = [], Clock()
+    core = AgentNodeCore(AgentNodeConfig(accept_scripts=True), lambda t, m: published.append((t, m)), clock)
+    core.activate()  # no trace and no model: every query must bring its script
+    try:
+        core.on_image(M.image_msg(img, clock.now, "cam"))
+        assert core.run_query("What does the sign say?") is None
+        core.on_query(json.dumps({"query": "What does the sign say?", "script": 3}))
+        episode = core.run_query("What does the sign say?", script=trace.read_text())
+    finally:
+        core.deactivate()
+    errors = [json.loads(m.data)["error"] for m in outputs(published, "answer")[:2]]
+    assert errors == ["this node has no policy: the query must bring a script (accept_scripts)",
+                      'a scripted query must be {"query": str, "script": str}']
+    assert episode.answer.replace(" ", "") == text.replace(" ", "")
