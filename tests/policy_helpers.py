@@ -3,12 +3,23 @@ write a known turn (a few optimizer steps memorise it; no mocking of the model o
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
 from pixelis_ros.cota import to_messages
 
 WIDTH, HEIGHT = 320, 240
+# A box in each backbone's convention for a 320x240 frame, and the same box in internal pixels.
+# qwen2_5_vl (tiny: <= 112x112 px): the frame is resized to 112x84, so x scales by 320/112, y by 240/84.
+MODEL_BOX = {"qwen2_5_vl": [14, 21, 70, 63], "qwen3_vl": [100, 100, 500, 500]}
+INTERNAL_BOX = {"qwen2_5_vl": [40.0, 60.0, 200.0, 180.0], "qwen3_vl": [32.0, 24.0, 160.0, 120.0]}
+
+
+def call_text(box) -> str:
+    return ('<think>zoom in</think>\n<tool_call>\n{"name": "zoom", "arguments": {"bbox_2d": %s, "image": "frame:-1"}}'
+            '\n</tool_call>' % json.dumps(box))
 
 
 def frame(seed: int = 0) -> np.ndarray:

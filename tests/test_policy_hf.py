@@ -20,13 +20,9 @@ from pixelis_ros.policy.hf import load_hf_policy  # noqa: E402
 from pixelis_ros.policy.model_folder import ModelFolderError  # noqa: E402
 from pixelis_ros.policy.registry import load_policy  # noqa: E402
 from pixelis_ros.tools import ToolContext, Toolbox  # noqa: E402
-from policy_helpers import frame, memorise, messages  # noqa: E402
+from policy_helpers import INTERNAL_BOX, MODEL_BOX, call_text, frame, messages  # noqa: E402
 
 ARCHS = ("qwen2_5_vl", "qwen3_vl")
-# A box in each backbone's convention for a 320x240 frame, and the same box in internal pixels.
-# qwen2_5_vl (tiny: <= 112x112 px): the frame is resized to 112x84, so x scales by 320/112, y by 240/84.
-MODEL_BOX = {"qwen2_5_vl": [14, 21, 70, 63], "qwen3_vl": [100, 100, 500, 500]}
-INTERNAL_BOX = {"qwen2_5_vl": [40.0, 60.0, 200.0, 180.0], "qwen3_vl": [32.0, 24.0, 160.0, 120.0]}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,26 +32,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def call_text(box) -> str:
-    return ('<think>zoom in</think>\n<tool_call>\n{"name": "zoom", "arguments": {"bbox_2d": %s, "image": "frame:-1"}}'
-            '\n</tool_call>' % json.dumps(box))
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_models, tmp_path_factory) -> dict[str, Path]:
-    """Copies of the tiny models trained to answer ``messages()`` + ``frame()`` with a zoom call
-    whose box is ``MODEL_BOX`` in the backbone's convention."""
-    out = {}
-    for arch in ARCHS:
-        folder = tmp_path_factory.mktemp(f"trained_{arch}")
-        shutil.copytree(tiny_models[arch], folder, dirs_exist_ok=True)
-        policy = load_hf_policy(folder)
-        memorise(policy, messages(), {"frame:-1": frame()}, call_text(MODEL_BOX[arch]))
-        policy.model.save_pretrained(folder)
-        out[arch] = folder
-    return out
 
 
 def test_stop_rule_on_token_ids(tiny_models):
