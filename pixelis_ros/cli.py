@@ -16,6 +16,7 @@ from pixelis_ros.bag_cli import USAGE_ERRORS as BAG_USAGE_ERRORS, add_bag_comman
 from pixelis_ros.image_codec import ImageDecodeError
 from pixelis_ros.media import MediaError, load_frames
 from pixelis_ros.node.cli import USAGE_ERRORS as NODE_USAGE_ERRORS, add_node_commands
+from pixelis_ros.policy.cli import USAGE_ERRORS as MODEL_USAGE_ERRORS, add_model_commands
 from pixelis_ros.sim.cli import USAGE_ERRORS as SIM_USAGE_ERRORS, add_sim_commands
 
 
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim_commands(sub)
     add_bag_commands(sub)
     add_node_commands(sub)
+    add_model_commands(sub)
     return parser
 
 
@@ -223,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
-    except (UsageError, MediaError, ImageDecodeError, *SIM_USAGE_ERRORS, *BAG_USAGE_ERRORS, *NODE_USAGE_ERRORS) as e:
+    except (UsageError, MediaError, ImageDecodeError, *SIM_USAGE_ERRORS, *BAG_USAGE_ERRORS, *NODE_USAGE_ERRORS,
+            *MODEL_USAGE_ERRORS) as e:
         if getattr(args, "json", False):
             print(json.dumps({"error": str(e)}))
         else:
