@@ -15,6 +15,7 @@ from pathlib import Path
 from pixelis_ros.bag_cli import USAGE_ERRORS as BAG_USAGE_ERRORS, add_bag_commands
 from pixelis_ros.image_codec import ImageDecodeError
 from pixelis_ros.media import MediaError, load_frames
+from pixelis_ros.policy.cli import USAGE_ERRORS as MODEL_USAGE_ERRORS, add_model_commands
 from pixelis_ros.sim.cli import USAGE_ERRORS as SIM_USAGE_ERRORS, add_sim_commands
 
 
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sim_commands(sub)
     add_bag_commands(sub)
+    add_model_commands(sub)
     return parser
 
 
@@ -200,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
-    except (UsageError, MediaError, ImageDecodeError, *SIM_USAGE_ERRORS, *BAG_USAGE_ERRORS) as e:
+    except (UsageError, MediaError, ImageDecodeError, *SIM_USAGE_ERRORS, *BAG_USAGE_ERRORS,
+            *MODEL_USAGE_ERRORS) as e:
         if getattr(args, "json", False):
             print(json.dumps({"error": str(e)}))
         else:

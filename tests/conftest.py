@@ -22,3 +22,13 @@ def real_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data folder absent: {path} (set PIXELIS_REAL_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random-init model folders of both architectures, built once per session (~2 s each)."""
+    pytest.importorskip("transformers")
+    from pixelis_ros.policy.builder import build_model
+
+    root = tmp_path_factory.mktemp("models")
+    return {arch: Path(build_model(arch, "tiny", root / arch)["out"]) for arch in ("qwen2_5_vl", "qwen3_vl")}
