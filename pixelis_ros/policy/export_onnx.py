@@ -26,11 +26,10 @@ from pixelis_ros.policy.onnx_inputs import VisionSpec
 SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
               "merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
               "processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json")
-ARCHS = {"Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl", "Qwen3VLForConditionalGeneration": "qwen3_vl"}
 
 
 class ExportError(PolicyError):
-    """The model folder cannot be exported (missing files, unsupported architecture)."""
+    """The export cannot run (a bad adapter folder); bad model folders raise ``ModelFolderError``."""
 
 
 @dataclass(frozen=True)
@@ -58,27 +57,13 @@ def weights_digest(model_dir: Path) -> str:
     return h.hexdigest()
 
 
-def _arch(config) -> str:
-    for name in getattr(config, "architectures", None) or []:
-        if name in ARCHS:
-            return ARCHS[name]
-    if config.model_type in ARCHS.values():
-        return config.model_type
-    raise ExportError(f"config.json: architecture {config.architectures or config.model_type} is not Qwen2.5-VL or "
-                      f"Qwen3-VL; export a Qwen2_5_VLForConditionalGeneration or Qwen3VLForConditionalGeneration folder")
-
-
 def load_for_export(model_dir: Path, adapter: str | None):
     """The model in float32 eval mode, LoRA merged; clear errors for folders that cannot load."""
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText
 
-    model_dir = Path(model_dir)
-    for name in ("config.json",):
-        if not (model_dir / name).is_file():
-            raise ExportError(f"{model_dir / name} is missing: --model must be a Hugging Face model folder")
-    if not list(model_dir.glob("*.safetensors")):
-        raise ExportError(f"{model_dir} has no *.safetensors weights (only safetensors are loaded)")
-    arch = _arch(AutoConfig.from_pretrained(model_dir, local_files_only=True))
+    from pixelis_ros.policy.model_folder import check_model_folder
+
+    arch = check_model_folder(model_dir).arch  # names the missing file / foreign architecture
     model = AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True, dtype="float32",
                                                         use_safetensors=True, attn_implementation="eager")
     if adapter:
