@@ -186,6 +186,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, config: ExportConfig
     for name in SIDE_FILES:
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, out / name)
+    vc = model.config.vision_config
     files = {}
     for role in ("vision", "decoder"):
         f = out / f"{role}.onnx"
@@ -194,6 +195,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, config: ExportConfig
     manifest = {"format": FORMAT, "arch": arch, "opset": config.opset, "dtype": "float32",
                 "source": {"model_dir": str(model_dir.resolve()), "config_sha256": config_digest(model_dir),
                            "weights_sha256": weights_digest(model_dir), "adapter": config.adapter, "lora": "merged"},
-                "files": files, "vision": asdict(spec), "text": text}
+                "files": files, "vision": asdict(spec), "text": text,
+                "patch_dim": vc.in_channels * vc.temporal_patch_size * vc.patch_size ** 2}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

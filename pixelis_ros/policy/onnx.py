@@ -113,7 +113,10 @@ class OnnxPolicy:
 
     name = "onnx"
 
-    def __init__(self, folder: Path, options: OnnxOptions, provider_options: dict | None = None):
+    def __init__(self, folder: Path, options: OnnxOptions, provider_options: dict | None = None,
+                 role_provider_options: dict | None = None):
+        """``provider_options``: {provider: options} for both graphs; ``role_provider_options``:
+        {"vision"|"decoder": {provider: options}} on top (TensorRT's per-graph shape profiles)."""
         import onnxruntime as ort
         from transformers import AutoProcessor
 
@@ -122,13 +125,17 @@ class OnnxPolicy:
         self.manifest = check_onnx_folder(self.folder)
         self.spec = VisionSpec(**self.manifest["vision"])
         self.text = self.manifest["text"]
-        self.providers = choose_providers(options.providers, {**(provider_options or {}), **options.provider_options})
+        common = {**(provider_options or {}), **options.provider_options}
+        self.providers = choose_providers(options.providers, common)
         so = session_options(options)
         self.sessions = {}
         for role in ("vision", "decoder"):
             path = self.folder / self.manifest["files"][role]["path"]
+            per_role = (role_provider_options or {}).get(role, {})
+            extra = {name: {**common.get(name, {}), **per_role.get(name, {})} for name in {*common, *per_role}}
             try:
-                self.sessions[role] = ort.InferenceSession(str(path), so, providers=self.providers)
+                self.sessions[role] = ort.InferenceSession(str(path), so,
+                                                           providers=choose_providers(options.providers, extra))
             except Exception as e:  # ORT raises its own exception types per failure
                 raise PolicyError(f"{path}: ONNX Runtime cannot load it ({e}); re-export it with "
                                   f"`pixelis export onnx --model MODEL_DIR --out {self.folder}`") from None
