@@ -36,9 +36,17 @@ def _image() -> np.ndarray:
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident set. Not getrusage's ru_maxrss: Linux carries that over from the
+    parent across fork+exec, so every worker would report the (larger) parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _summary(runs: list[list[float]]) -> tuple[float, float]:
