@@ -184,6 +184,7 @@ def bench_policy(arch: str = "qwen2_5_vl", presets: tuple[str, ...] = ("tiny", "
 
     return {"rows": rows, "ratios": ratios, "arch": arch, "new_tokens": new_tokens, "repeats": repeats,
             "image": "448x448 RGB (resized by each preset's processor)", "stop": "ignored (exactly new_tokens generated)",
+            "rss_note": "the onnx worker imports transformers (and so torch) for the processor; its RSS includes them",
             "gpu": gpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
 
 
