@@ -21,7 +21,18 @@ class PolicyError(RuntimeError):
 @dataclass
 class Generation:
     text: str
+    """The turn the agent executes (coordinates in internal pixels, ending at the stop tag)."""
     token_logprobs: list[float] | None = None
+    """Log-probability of each generated token under the distribution it was drawn from."""
+    token_ids: list[int] | None = None
+    """The generated token ids (same length as ``token_logprobs``); RL recomputes losses on them."""
+    raw_text: str | None = None
+    """The text exactly as the model wrote it (its own coordinate convention, before any
+    auxiliary-head refinement); None when it equals ``text``."""
+    finish_reason: str | None = None
+    """``stop`` (a stop tag), ``eos`` or ``length`` (max_new_tokens reached)."""
+    heads: dict | None = None
+    """Auxiliary heads' verdict on the call in check/refine mode (box, iou, agree, refined)."""
 
 
 @runtime_checkable

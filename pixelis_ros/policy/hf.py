@@ -1,0 +1,359 @@
+"""The torch backend: any local Qwen2.5-VL / Qwen3-VL folder through transformers, LoRA via peft.
+
+``load_hf_policy(DIR)`` (registered as backend ``torch``) checks the folder, loads config,
+safetensors weights, tokenizer and processor with ``local_files_only``, and returns an
+``HFPolicy``. Sizes come from the folder, so the paper's 8B baseline is just a Qwen3-VL-8B path.
+
+One turn: the agent's messages (internal pixel coordinates, image placeholders) are converted to
+the backbone's coordinate convention (``coords``), rendered with the folder's chat template, and
+the placeholders' arrays go to the processor in order. Generation stops at ``</tool_call>``,
+``</answer>`` or eos (``stopping``). The generated call is converted back to internal pixels; the
+model's own text stays in ``Generation.raw_text``. With auxiliary heads (``heads``) in ``check``
+mode a call whose box disagrees with the heads' box is flagged; in ``refine`` mode the executed
+call uses the heads' box. Sampling N trajectories returns per-token log-probabilities and ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixelis_ros.boxes import iou
+from pixelis_ros.cota import format_call, parse_turn
+from pixelis_ros.policy.base import Generation, PolicyError
+from pixelis_ros.policy.coords import Geometry, ResizeRule, convention, convert_arguments, geometry, lookup, messages_to_model
+from pixelis_ros.policy.heads import HEADS_FILE, MODES, load_heads
+from pixelis_ros.policy.model_folder import ModelFolderError, check_model_folder
+from pixelis_ros.policy.stopping import STOP_STRINGS, StopRule, stopping_criteria
+from pixelis_ros.policy.tokenizer import missing_tokens
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+"""LoRA goes on the language model's projections only (the vision tower stays frozen)."""
+
+
+@dataclass(frozen=True)
+class HFPolicyOptions:
+    """Keyword options of ``load_hf_policy``."""
+
+    max_new_tokens: int = 256
+    """Longest turn generated."""
+    dtype: str = "float32"
+    """Weights' dtype: float32, bfloat16 or float16 (an 8B model wants bfloat16 on a GPU)."""
+    device: str = "cpu"
+    """torch device (``cpu``, ``cuda``, ``cuda:1``)."""
+    adapter: str | None = None
+    """A LoRA adapter folder (peft, safetensors) activated on load."""
+    heads: str = "off"
+    """Auxiliary heads at inference: ``off``, ``check`` (flag disagreeing calls) or ``refine``
+    (execute the heads' box; the generated one stays in ``raw_text``)."""
+    heads_path: str | None = None
+    """Folder of heads.safetensors; default: the adapter folder if it has one, else the model folder."""
+    heads_min_iou: float = 0.5
+    """In check mode, a call whose box has IoU below this with the heads' box is flagged."""
+    stop_strings: tuple[str, ...] = STOP_STRINGS
+    """Strings that end a turn (kept in the text)."""
+
+
+def _is_coords(value) -> bool:
+    return isinstance(value, list) and len(value) in (2, 4) and all(isinstance(v, (int, float)) for v in value)
+
+
+class HFPolicy:
+    name = "torch"
+
+    def __init__(self, model_dir: Path, options: HFPolicyOptions):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        folder = check_model_folder(model_dir)
+        if options.dtype not in DTYPES:
+            raise PolicyError(f"dtype {options.dtype!r}: use one of {', '.join(DTYPES)}")
+        if options.heads not in MODES:
+            raise PolicyError(f"heads {options.heads!r}: use one of {', '.join(MODES)}")
+        self.model_dir, self.options, self.arch = Path(model_dir), options, folder.arch
+        self.processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
+        self.tokenizer = self.processor.tokenizer
+        missing = missing_tokens(self.tokenizer)
+        if missing:
+            raise ModelFolderError(f"{self.model_dir / 'tokenizer.json'} lacks the special token(s) {', '.join(missing)} "
+                                   "as single tokens; use the checkpoint's own tokenizer files or rebuild the folder "
+                                   "with `pixelis model build`")
+        self.model = AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True, use_safetensors=True,
+                                                                 dtype=DTYPES[options.dtype]).to(options.device).eval()
+        gen = self.model.generation_config
+        eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+        eos = [i for i in eos + [self.tokenizer.convert_tokens_to_ids("<|im_end|>")] if i is not None]
+        self.eos_ids = tuple(dict.fromkeys(eos))
+        self.pad_id = gen.pad_token_id if gen.pad_token_id is not None else self.eos_ids[0]
+        self.stop = StopRule(self.tokenizer, self.eos_ids, tuple(options.stop_strings))
+        ip = self.processor.image_processor
+        size = ip.size
+        self.resize = ResizeRule(ip.patch_size * ip.merge_size, size["shortest_edge"], size["longest_edge"])
+        self.convention = convention(self.arch)
+        self.active_adapter: str | None = None
+        if options.adapter:
+            self.load_adapter(options.adapter)
+        self.heads = None
+        if options.heads != "off":
+            self.heads = self._load_heads().to(options.device)
+
+    # --- adapters -------------------------------------------------------------------------------
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.get_text_config().hidden_size
+
+    def _peft(self) -> bool:
+        from peft import PeftModel
+
+        return isinstance(self.model, PeftModel)
+
+    def add_adapter(self, name: str = "default", r: int = 8, alpha: int = 16, init_lora_weights: bool = True) -> None:
+        """A fresh LoRA adapter on the language model (for training), made active."""
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
+                            init_lora_weights=init_lora_weights)
+        if self._peft():
+            self.model.add_adapter(name, config)
+        else:
+            self.model = get_peft_model(self.model, config, adapter_name=name)
+        self.set_adapter(name)
+
+    def load_adapter(self, path: str | Path, name: str | None = None) -> str:
+        """Load a peft LoRA folder (safetensors only) under ``name`` (default: the folder name) and activate it."""
+        from peft import PeftModel
+
+        path = Path(path)
+        if not (path / "adapter_config.json").is_file():
+            raise ModelFolderError(f"{path / 'adapter_config.json'} is missing; an adapter folder is what "
+                                   "HFPolicy.save_adapter (peft save_pretrained) writes")
+        if not (path / "adapter_model.safetensors").is_file():
+            extra = " (adapter_model.bin is refused: pickle; re-save with safe_serialization=True)" \
+                if (path / "adapter_model.bin").is_file() else ""
+            raise ModelFolderError(f"{path / 'adapter_model.safetensors'} is missing{extra}")
+        name = name or path.name
+        if self._peft():
+            self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+        self.model.eval()
+        self.set_adapter(name)
+        return name
+
+    def set_adapter(self, name: str | None) -> None:
+        """Activate a loaded adapter; ``None`` runs the base model."""
+        if name is not None:
+            if not self._peft() or name not in self.model.peft_config:
+                raise PolicyError(f"no adapter {name!r} loaded; loaded: {self.adapters()}")
+            self.model.set_adapter(name)
+        self.active_adapter = name
+
+    def adapters(self) -> list[str]:
+        return sorted(self.model.peft_config) if self._peft() else []
+
+    def save_adapter(self, path: str | Path, name: str | None = None) -> Path:
+        """Save one adapter as a peft folder (safetensors), with the heads when they are loaded."""
+        name = name or self.active_adapter
+        if not self._peft() or name is None:
+            raise PolicyError("no adapter to save; add_adapter or load_adapter first")
+        path = Path(path)
+        self.model.save_pretrained(str(path), selected_adapters=[name], safe_serialization=True)
+        sub = path / name
+        if name != "default" and sub.is_dir():  # peft nests non-default adapters; keep one flat layout
+            for f in sub.iterdir():
+                f.replace(path / f.name)
+            sub.rmdir()
+        if self.heads is not None:
+            from pixelis_ros.policy.heads import save_heads
+            save_heads(self.heads, path)
+        return path
+
+    def merge_adapter(self) -> None:
+        """Fold the active adapter into the weights (export, faster decoding); others are dropped."""
+        if not self._peft() or self.active_adapter is None:
+            raise PolicyError("no active adapter to merge")
+        self.model = self.model.merge_and_unload(adapter_names=[self.active_adapter]).eval()
+        self.active_adapter = None
+
+    def _adapter_context(self):
+        if self._peft() and self.active_adapter is None:
+            return self.model.disable_adapter()
+        return contextlib.nullcontext()
+
+    def _load_heads(self):
+        candidates = [self.options.heads_path] if self.options.heads_path else []
+        if self.options.adapter and (Path(self.options.adapter) / HEADS_FILE).is_file():
+            candidates.append(self.options.adapter)
+        candidates.append(str(self.model_dir))
+        return load_heads(candidates[0], self.hidden_size)
+
+    # --- prompt ---------------------------------------------------------------------------------
+
+    def geometries(self, images: dict[str, np.ndarray]) -> dict[str, Geometry]:
+        return {ref: geometry(self.arch, int(img.shape[1]), int(img.shape[0]), self.resize) for ref, img in images.items()}
+
+    def prepare(self, messages: list[dict], images: dict[str, np.ndarray]):
+        """Processor inputs for ``messages``; returns ``(inputs, image_refs_in_order, geometries)``."""
+        refs = [part["image"] for msg in messages for part in (msg.get("content") or [])
+                if isinstance(part, dict) and part.get("type") == "image"]
+        unknown = [r for r in refs if r not in images]
+        if unknown:
+            raise PolicyError(f"the messages show image(s) {unknown} that are not in images ({sorted(images)})")
+        geometries = self.geometries(images)
+        model_messages = messages_to_model(messages, geometries, self.convention)
+        text = self.processor.apply_chat_template(model_messages, tokenize=False, add_generation_prompt=True)
+        arrays = [np.ascontiguousarray(images[r][..., :3]) for r in refs]
+        inputs = self.processor(text=[text], images=arrays or None, return_tensors="pt")
+        return inputs.to(self.options.device), refs, geometries
+
+    def logits(self, messages: list[dict], images: dict[str, np.ndarray], continuation: list[int] | None = None) -> torch.Tensor:
+        """Logits ``[T, V]`` of the prompt (+ ``continuation`` token ids) under the active adapter;
+        RL and tests recompute log-probabilities with it."""
+        inputs, _, _ = self.prepare(messages, images)
+        if continuation:
+            extra = torch.tensor([continuation], device=inputs["input_ids"].device)
+            inputs["input_ids"] = torch.cat([inputs["input_ids"], extra], dim=1)
+            inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+            if "mm_token_type_ids" in inputs:
+                inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(extra)], dim=1)
+        with torch.no_grad(), self._adapter_context():
+            return self.model(**inputs).logits[0]
+
+    # --- generation -----------------------------------------------------------------------------
+
+    def generate(self, messages: list[dict], images: dict[str, np.ndarray]) -> Generation:
+        """The next turn, greedy."""
+        return self._run(messages, images, n=1, sample=False)[0]
+
+    def sample(self, messages: list[dict], images: dict[str, np.ndarray], n: int, temperature: float = 1.0,
+               top_p: float = 1.0, max_new_tokens: int | None = None) -> list[Generation]:
+        """``n`` sampled turns; ``token_logprobs`` are under the tempered, top-p-filtered distribution."""
+        if n < 1 or temperature <= 0:
+            raise PolicyError(f"sample needs n >= 1 and temperature > 0, got n={n}, temperature={temperature}")
+        return self._run(messages, images, n=n, sample=True, temperature=temperature, top_p=top_p,
+                         max_new_tokens=max_new_tokens)
+
+    def _run(self, messages, images, n: int, sample: bool, temperature: float = 1.0, top_p: float = 1.0,
+             max_new_tokens: int | None = None) -> list[Generation]:
+        from transformers import StoppingCriteriaList
+
+        inputs, refs, geometries = self.prepare(messages, images)
+        prompt_len = inputs["input_ids"].shape[1]
+        kwargs = dict(max_new_tokens=max_new_tokens or self.options.max_new_tokens, num_return_sequences=n,
+                      stopping_criteria=StoppingCriteriaList([stopping_criteria(self.stop, prompt_len)]),
+                      eos_token_id=list(self.eos_ids), pad_token_id=self.pad_id, output_scores=True,
+                      return_dict_in_generate=True, output_hidden_states=self.heads is not None)
+        if sample:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with torch.no_grad(), self._adapter_context():
+            out = self.model.generate(**inputs, **kwargs)
+        generated = out.sequences[:, prompt_len:]
+        logprobs = torch.stack([torch.log_softmax(s.float(), -1).gather(-1, generated[:, t:t + 1])[:, 0]
+                                for t, s in enumerate(out.scores)], dim=1)
+        results = []
+        for row in range(generated.shape[0]):
+            ids = generated[row].tolist()
+            k = self.stop.stop_index(ids)
+            end = k if k is not None else len(ids)
+            reason = "length" if k is None else ("eos" if k < len(ids) and ids[k] in self.eos_ids else "stop")
+            raw = self.stop.cut(self.tokenizer.decode(ids[:end], skip_special_tokens=True))
+            gen = Generation(text=raw, token_logprobs=logprobs[row, :end].tolist(), token_ids=ids[:end],
+                             finish_reason=reason)
+            results.append(self._postprocess(gen, out, row, prompt_len, inputs, refs, geometries))
+        return results
+
+    def _postprocess(self, gen: Generation, out, row: int, prompt_len: int, inputs, refs, geometries) -> Generation:
+        """Model coordinates -> internal pixels; heads check/refine."""
+        step = parse_turn(gen.text)
+        if step.error is not None or step.call is None:
+            return gen
+        ref = step.call.arguments.get("image") if isinstance(step.call.arguments.get("image"), str) else "frame:-1"
+        arguments = convert_arguments(step.call.arguments, geometries, ref, to_model=False)
+        if self.heads is not None:
+            verdict = self._heads_verdict(out, row, prompt_len, inputs, refs, ref, gen.token_ids, geometries, arguments)
+            gen.heads = verdict
+            if verdict.get("box") and self.options.heads == "refine":
+                arguments = dict(arguments, bbox_2d=verdict["box"]) if "bbox_2d" in arguments else arguments
+                if "point_2d" in arguments and verdict.get("point"):
+                    arguments = dict(arguments, point_2d=verdict["point"])
+                verdict["refined"] = True
+        if arguments == step.call.arguments and gen.heads is None:
+            return gen  # no coordinates to convert
+        call = format_call(type(step.call)(step.call.name, arguments))
+        gen.raw_text = gen.text
+        gen.text = re.sub(r"<tool_call>.*?</tool_call>", lambda m: f"<tool_call>\n{call}\n</tool_call>", gen.text,
+                          count=1, flags=re.DOTALL)
+        return gen
+
+    def _heads_verdict(self, out, row, prompt_len, inputs, refs, ref, token_ids, geometries, arguments) -> dict:
+        g = lookup(geometries, ref)
+        if ref not in refs or g is None:
+            return {"error": f"the call names {ref}, which is not among the images shown ({refs})"}
+        position = self._call_token_position(token_ids)
+        if position is None:
+            return {"error": "no <tool_call> token in the generation"}
+        states = self._hidden_states(out, row, prompt_len, position, inputs)
+        query = states[prompt_len + position]
+        image_index = len(refs) - 1 - refs[::-1].index(ref)
+        grid_thw = inputs["image_grid_thw"][image_index].tolist()
+        merge = self.processor.image_processor.merge_size
+        rows, cols = grid_thw[1] // merge, grid_thw[2] // merge
+        token_positions = (inputs["input_ids"][0] == self.model.config.image_token_id).nonzero()[:, 0]
+        start = sum(int(t[1] * t[2]) // merge ** 2 for t in inputs["image_grid_thw"][:image_index].tolist())
+        keys = states[token_positions[start:start + rows * cols]]
+        with torch.no_grad():
+            pred = self.heads(query[None].float(), keys[None].float(), torch.tensor([[rows, cols]], device=keys.device))
+        box = [round(float(v) * s, 1) for v, s in zip(pred["box"][0].tolist(), (g.width, g.height) * 2)]
+        point = [round(float(v) * s, 1) for v, s in zip(pred["point"][0].tolist(), (g.width, g.height))]
+        verdict = {"mode": self.options.heads, "image": ref, "cell": int(pred["chosen"][0]), "box": box, "point": point,
+                   "score": round(float(torch.softmax(pred["pointer_logits"][0], -1).max()), 4)}
+        if "bbox_2d" in arguments and _is_coords(arguments["bbox_2d"]) and len(arguments["bbox_2d"]) == 4:
+            verdict["iou"] = round(iou(arguments["bbox_2d"], box), 4)
+            verdict["agree"] = verdict["iou"] >= self.options.heads_min_iou
+        return verdict
+
+    def _call_token_position(self, token_ids: list[int]) -> int | None:
+        """Index in the generation of the token that completes ``<tool_call>``."""
+        for i in range(len(token_ids)):
+            if "<tool_call>" in self.tokenizer.decode(token_ids[max(0, i - 12):i + 1], skip_special_tokens=False):
+                return i
+        return None
+
+    def _hidden_states(self, out, row, prompt_len, position, inputs) -> torch.Tensor:
+        """Last-layer hidden states ``[prompt_len + position + 1, H]`` of one row, from the generation's
+        own forward passes (step 0 holds the prompt; step k the k-th generated input token)."""
+        steps = out.hidden_states
+        needed = position + 1  # the <tool_call> token is the input of step position + 1
+        if len(steps) > needed:
+            parts = [steps[0][-1][row]] + [steps[k][-1][row] for k in range(1, needed + 1)]
+            return torch.cat(parts, dim=0)
+        # The generation ended on <tool_call>: its state was never computed; one extra pass.
+        sequence = out.sequences[row:row + 1, :prompt_len + position + 1]
+        extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+        with torch.no_grad(), self._adapter_context():
+            result = self.model(input_ids=sequence, attention_mask=torch.ones_like(sequence), output_hidden_states=True,
+                                **extra)
+        return result.hidden_states[-1][0]
+
+
+def load_hf_policy(model_dir: Path, **options) -> HFPolicy:
+    """The ``torch`` backend's factory (``registry.BACKENDS``): options are ``HFPolicyOptions`` fields."""
+    known = {f.name for f in fields(HFPolicyOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise PolicyError(f"unknown option(s) {unknown} for the torch backend; known: {', '.join(sorted(known))}")
+    if "stop_strings" in options:
+        options["stop_strings"] = tuple(options["stop_strings"])
+    return HFPolicy(Path(model_dir), HFPolicyOptions(**options))
+
+
