@@ -134,3 +134,14 @@ def test_tensorrt_backend(root, tmp_path):
     assert again["built"] == [] and again["reused"] == first["engines"]  # never rebuilt when present
     policy = load_policy("tensorrt", onnx_dir, precision="fp32", cache_dir=str(tmp_path), max_new_tokens=8)
     assert isinstance(policy.generate(MESSAGES, {"frame:-1": image()}).text, str)
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl"])
+def test_generate_equals_hf_policy(root, arch):
+    model_dir, onnx_dir = exported(root, arch, "tiny")
+    frames = {"frame:-1": image(240, 320)}
+    ours = load_policy("onnx", onnx_dir, max_new_tokens=24, logprobs=True).generate(MESSAGES, frames)
+    theirs = load_policy("torch", model_dir, max_new_tokens=24).generate(MESSAGES, frames)
+    assert ours.token_ids == theirs.token_ids
+    assert ours.text == theirs.text and ours.finish_reason == theirs.finish_reason
+    np.testing.assert_allclose(ours.token_logprobs, theirs.token_logprobs, atol=1e-3)

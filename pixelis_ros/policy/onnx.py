@@ -13,17 +13,19 @@ cache through numpy.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pixelis_ros.policy.base import Generation, PolicyError
+from pixelis_ros.policy.coords import ResizeRule, convention, convert_arguments, geometry, messages_to_model
+from pixelis_ros.policy.stopping import STOP_STRINGS, StopRule
 from pixelis_ros.policy.onnx_folder import check_onnx_folder, check_session_io
 from pixelis_ros.policy.onnx_inputs import VisionSpec, rope_positions, vision_inputs
 
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-STOP_STRINGS = ("</tool_call>", "</answer>")
 
 
 @dataclass
@@ -143,7 +145,11 @@ class OnnxPolicy:
         self.processor = AutoProcessor.from_pretrained(self.folder, local_files_only=True)
         tok = self.processor.tokenizer
         self.tokenizer = tok
-        self.eos_ids = {i for i in (tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id) if isinstance(i, int)}
+        eos = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>"), tok.eos_token_id]
+        self.eos_ids = tuple(dict.fromkeys(i for i in eos if isinstance(i, int) and i >= 0))
+        self.stop = StopRule(tok, self.eos_ids, STOP_STRINGS)
+        ip = self.processor.image_processor
+        self.resize = ResizeRule(ip.patch_size * ip.merge_size, ip.size["shortest_edge"], ip.size["longest_edge"])
         self.rng = np.random.default_rng(options.seed)
         self.device = "cuda" if any((p[0] if isinstance(p, tuple) else p) != "CPUExecutionProvider"
                                     for p in self.providers) else "cpu"
@@ -221,18 +227,34 @@ class OnnxPolicy:
         return tokens, logprobs
 
     def _stopped(self, tokens: list[int]) -> bool:
-        if tokens[-1] in self.eos_ids:
-            return True
-        tail = self.tokenizer.decode(tokens[-8:], skip_special_tokens=False)
-        return tail.endswith(STOP_STRINGS)
+        return self.stop.done(tokens)
 
     def generate(self, messages: list[dict], images: dict[str, np.ndarray]) -> Generation:
-        enc = encode_prompt(self.processor, messages, images)
+        """The next turn. Coordinates go through the backbone's convention both ways (policy.coords),
+        as in HFPolicy: the model sees and writes its own convention, the agent gets internal pixels."""
+        from pixelis_ros.cota import format_call, parse_turn
+
+        geometries = {ref: geometry(self.spec.arch, int(img.shape[1]), int(img.shape[0]), self.resize)
+                      for ref, img in images.items()}
+        model_messages = messages_to_model(messages, geometries, convention(self.spec.arch))
+        enc = encode_prompt(self.processor, model_messages, {k: np.ascontiguousarray(v[..., :3]) for k, v in images.items()})
         tokens, logprobs = self.decode(enc)
-        if tokens and tokens[-1] in self.eos_ids:
-            tokens, logprobs = tokens[:-1], logprobs[:-1]  # the end-of-turn token is not part of the turn's text
-        text = self.tokenizer.decode(tokens, skip_special_tokens=False)
-        return Generation(text=text, token_logprobs=logprobs if self.options.logprobs else None)
+        k = self.stop.stop_index(tokens)
+        end = k if k is not None else len(tokens)
+        reason = "length" if k is None else ("eos" if k < len(tokens) and tokens[k] in self.eos_ids else "stop")
+        text = self.stop.cut(self.tokenizer.decode(tokens[:end], skip_special_tokens=True))
+        gen = Generation(text=text, token_logprobs=logprobs[:end] if self.options.logprobs else None,
+                         token_ids=tokens[:end], finish_reason=reason)
+        step = parse_turn(text)
+        if step.error is None and step.call is not None:
+            ref = step.call.arguments.get("image") if isinstance(step.call.arguments.get("image"), str) else "frame:-1"
+            arguments = convert_arguments(step.call.arguments, geometries, ref, to_model=False)
+            if arguments != step.call.arguments:
+                call = format_call(type(step.call)(step.call.name, arguments))
+                gen.raw_text = text
+                gen.text = re.sub(r"<tool_call>.*?</tool_call>", lambda m: f"<tool_call>\n{call}\n</tool_call>", text,
+                                  count=1, flags=re.DOTALL)
+        return gen
 
 
 def load_onnx_policy(model_dir: str | Path, **options) -> OnnxPolicy:
