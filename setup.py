@@ -32,7 +32,8 @@ EXTRAS = {
     "sim": ["mujoco>=3.2,<5", "gymnasium>=1.0,<2"],
     "training": ["torch==2.14.1", "torchvision==0.29.1", "transformers>=5.2", "peft>=0.17", "trl>=1.16",
                  "accelerate>=1.10", "datasets>=3.0", "tokenizers>=0.21", "safetensors>=0.4"],
-    "export": ["onnx>=1.17", "onnxruntime>=1.18"],
+    # torch.onnx.export(dynamo=True) needs onnxscript; the runtime needs only onnxruntime (+ the processor's deps).
+    "export": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.18"],
     # ros/dds.py relies on how cyclonedds 11.0.1 calls serialize/deserialize: pinned exactly.
     "dds": ["cyclonedds==11.0.1", "rosbags>=0.11,<0.12"],
     # colcon-core wants setuptools < 80, which is also what ROS Humble/Jazzy ship.

@@ -17,6 +17,7 @@ from pixelis_ros.image_codec import ImageDecodeError
 from pixelis_ros.media import MediaError, load_frames
 from pixelis_ros.node.cli import USAGE_ERRORS as NODE_USAGE_ERRORS, add_node_commands
 from pixelis_ros.policy.cli import USAGE_ERRORS as MODEL_USAGE_ERRORS, add_model_commands
+from pixelis_ros.policy.export_cli import USAGE_ERRORS as EXPORT_USAGE_ERRORS, add_export_commands, add_policy_bench
 from pixelis_ros.sim.cli import USAGE_ERRORS as SIM_USAGE_ERRORS, add_sim_commands
 
 
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_sim)
+    add_policy_bench(bench)
 
     p = bench.add_parser("node", help="agent node over DDS: camera ingest rate, newest-frame-to-episode-start latency")
     p.add_argument("--seconds", type=float, default=5.0, help="camera streaming time per ingest run")
@@ -207,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bag_commands(sub)
     add_node_commands(sub)
     add_model_commands(sub)
+    add_export_commands(sub)
     return parser
 
 
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except (UsageError, MediaError, ImageDecodeError, *SIM_USAGE_ERRORS, *BAG_USAGE_ERRORS, *NODE_USAGE_ERRORS,
-            *MODEL_USAGE_ERRORS) as e:
+            *MODEL_USAGE_ERRORS, *EXPORT_USAGE_ERRORS) as e:
         if getattr(args, "json", False):
             print(json.dumps({"error": str(e)}))
         else:

@@ -1,0 +1,76 @@
+"""``pixelis export onnx|trt`` and ``pixelis bench policy``: registered on the main parser by
+``add_export_commands`` / ``add_policy_bench`` (``pixelis_ros/cli.py`` calls them).
+
+Same conventions as ``sim/cli.py``: each command returns a JSON-able result; ``USAGE_ERRORS`` are
+bad input (exit status 2, ``{"error": ...}``). TensorRT being absent is one of them: ``export trt``
+says so and exits 2 instead of crashing. Nothing heavy is imported at the top.
+"""
+
+from __future__ import annotations
+
+from pixelis_ros.policy.base import PolicyError
+
+USAGE_ERRORS: tuple[type[Exception], ...] = (PolicyError,)
+
+
+def cmd_export_onnx(args) -> dict:
+    from pixelis_ros.policy.export_onnx import ExportConfig, export_onnx
+
+    manifest = export_onnx(args.model, args.out, ExportConfig(opset=args.opset, adapter=args.adapter))
+    return {"out": args.out, "arch": manifest["arch"], "opset": manifest["opset"],
+            "files": {role: entry["path"] for role, entry in manifest["files"].items()},
+            "config_sha256": manifest["source"]["config_sha256"], "lora": manifest["source"]["lora"]}
+
+
+def cmd_export_trt(args) -> dict:
+    from pixelis_ros.policy.tensorrt import TrtOptions, build_engines
+
+    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+    return build_engines(args.onnx, TrtOptions(precision=precision, cache_dir=args.cache))
+
+
+def add_export_commands(sub) -> None:
+    export = sub.add_parser("export", help="export a model: ONNX graphs, TensorRT engines").add_subparsers(
+        dest="export", required=True)
+    p = export.add_parser("onnx", help="vision + decoder (KV cache) ONNX graphs of a Qwen-VL folder",
+                          description="Write OUT/vision.onnx, OUT/decoder.onnx, the tokenizer/processor/config files "
+                                      "and OUT/manifest.json (what the onnx/tensorrt backends check before loading).")
+    p.add_argument("--model", required=True, help="a local Qwen2.5-VL / Qwen3-VL model folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--adapter", help="a peft LoRA adapter folder, merged into the weights before export")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_export_onnx)
+
+    p = export.add_parser("trt", help="build (or reuse) TensorRT engines for an ONNX folder",
+                          description="Build TensorRT engines through ONNX Runtime's TensorRT EP into a cache keyed by "
+                                      "TensorRT version, GPU and precision; a filled cache is reused, never rebuilt. "
+                                      "Exit status 2 where TensorRT or a GPU is absent.")
+    p.add_argument("--onnx", required=True, help="a folder written by `pixelis export onnx`")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="fp16 engines")
+    precision.add_argument("--int8", action="store_true", help="int8 engines (fp16 fallback)")
+    p.add_argument("--cache", help="engine cache root (default ONNX_DIR/trt_cache)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_export_trt)
+
+
+def cmd_bench_policy(args) -> dict:
+    from pixelis_ros.policy.bench import bench_policy
+
+    return bench_policy(arch=args.arch, presets=tuple(args.presets.split(",")), new_tokens=args.new_tokens,
+                        repeats=args.repeats, threads=args.threads)
+
+
+def add_policy_bench(bench_sub) -> None:
+    p = bench_sub.add_parser("policy", help="policy decode speed: torch eager vs ONNX Runtime (CPU, CUDA where present)",
+                             description="Decode tokens/s, time to first token and peak RSS per backend and preset "
+                                         "(one 448x448 image, exactly --new-tokens tokens; stop tokens ignored). "
+                                         "Each backend runs in its own process.")
+    p.add_argument("--arch", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl"])
+    p.add_argument("--presets", default="tiny,small", help="comma-separated presets (default tiny,small)")
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per backend (median), after one warm-up")
+    p.add_argument("--threads", type=int, default=0, help="threads per backend (0: the library's default)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_policy)

@@ -1,0 +1,266 @@
+"""OnnxPolicy: the Policy protocol on ONNX Runtime, from a folder written by ``pixelis export onnx``.
+
+One turn: the processor (loaded from the ONNX folder) renders the chat and the images, the vision
+graph embeds the images, and the decoder graph runs prefill then one step per token with its KV
+cache, stopping at ``</tool_call>``, ``</answer>`` or the end-of-turn token. Greedy by default
+(parity with the PyTorch backend is a test); temperature/top-p sampling for RL.
+
+Execution providers are tried in the order TensorRT EP -> CUDA EP -> CPU EP, keeping those this
+onnxruntime build offers; ``providers`` overrides the list. The KV cache stays in ONNX Runtime's
+own buffers between steps (``OrtValue`` outputs fed back as inputs), so a decode step copies no
+cache through numpy.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pixelis_ros.policy.base import Generation, PolicyError
+from pixelis_ros.policy.coords import ResizeRule, convention, convert_arguments, geometry, messages_to_model
+from pixelis_ros.policy.stopping import STOP_STRINGS, StopRule
+from pixelis_ros.policy.onnx_folder import check_onnx_folder, check_session_io
+from pixelis_ros.policy.onnx_inputs import VisionSpec, rope_positions, vision_inputs
+
+PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+@dataclass
+class OnnxOptions:
+    """Options of ``load_onnx_policy`` (every key of ``**options``)."""
+
+    providers: list | None = None
+    """Execution providers in preference order (names or ``(name, options)`` pairs); ``None``: TensorRT ->
+    CUDA -> CPU, keeping those available."""
+    max_new_tokens: int = 256
+    """Cap on generated tokens per turn."""
+    temperature: float = 0.0
+    """0 decodes greedily; above 0 samples from softmax(logits / temperature)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (with temperature > 0)."""
+    seed: int | None = None
+    """Seed of the sampler (``None``: from the OS)."""
+    logprobs: bool = False
+    """Return the log-probability of every generated token (RL, test-time RL)."""
+    intra_op_threads: int = 0
+    """ONNX Runtime threads per op; 0 lets ONNX Runtime pick (one per physical core)."""
+    graph_optimization: str = "all"
+    """ONNX Runtime graph optimisation level: disable, basic, extended or all."""
+    ignore_stop: bool = False
+    """Generate exactly ``max_new_tokens`` (benchmarks): end-of-turn and stop strings do not stop."""
+    provider_options: dict = field(default_factory=dict)
+    """Extra options per provider name, merged into the defaults (e.g. TensorRT's engine cache)."""
+
+
+def choose_providers(requested: list | None, extra: dict | None = None) -> list:
+    """Providers for ``InferenceSession``: the requested (or default-ordered) ones this build has."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    extra = extra or {}
+    if requested is None:
+        names = [p for p in PROVIDER_ORDER if p in available]
+        return [(n, extra[n]) if n in extra else n for n in names]
+    chosen = []
+    for p in requested:
+        name = p[0] if isinstance(p, (tuple, list)) else p
+        if name not in available:
+            raise PolicyError(f"execution provider {name} is not available in this onnxruntime build "
+                              f"(available: {', '.join(available)}); install onnxruntime-gpu for CUDA/TensorRT")
+        opts = {**extra.get(name, {}), **(p[1] if isinstance(p, (tuple, list)) else {})}
+        chosen.append((name, opts) if opts else name)
+    return chosen
+
+
+def session_options(options: OnnxOptions):
+    import onnxruntime as ort
+
+    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if options.graph_optimization not in levels:
+        raise PolicyError(f"graph_optimization must be one of {', '.join(levels)}, got {options.graph_optimization!r}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = levels[options.graph_optimization]
+    so.intra_op_num_threads = options.intra_op_threads
+    so.log_severity_level = 3  # TensorRT/CUDA EPs warn about every node they leave to the CPU
+    return so
+
+
+def ordered_images(messages: list[dict], images: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The pixels of every image placeholder, in the order the chat template emits them."""
+    out = []
+    for msg in messages:
+        for part in msg.get("content", []) if isinstance(msg.get("content"), list) else []:
+            if isinstance(part, dict) and part.get("type") == "image":
+                ref = part.get("image")
+                if ref not in images:
+                    raise PolicyError(f"the messages name image {ref!r} but no pixels were given for it")
+                out.append(np.asarray(images[ref]))
+    return out
+
+
+def encode_prompt(processor, messages: list[dict], images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """input_ids (+ pixel_values, image_grid_thw) for the next assistant turn, as numpy."""
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    pixels = ordered_images(messages, images)
+    enc = processor(text=[prompt], images=pixels or None, return_tensors="np")
+    return {k: np.asarray(v) for k, v in enc.items()}
+
+
+class OnnxPolicy:
+    """Vision + decoder ONNX graphs behind the Policy protocol."""
+
+    name = "onnx"
+
+    def __init__(self, folder: Path, options: OnnxOptions, provider_options: dict | None = None,
+                 role_provider_options: dict | None = None):
+        """``provider_options``: {provider: options} for both graphs; ``role_provider_options``:
+        {"vision"|"decoder": {provider: options}} on top (TensorRT's per-graph shape profiles)."""
+        import onnxruntime as ort
+        from transformers import AutoProcessor
+
+        self.folder = Path(folder)
+        self.options = options
+        self.manifest = check_onnx_folder(self.folder)
+        self.spec = VisionSpec(**self.manifest["vision"])
+        self.text = self.manifest["text"]
+        common = {**(provider_options or {}), **options.provider_options}
+        self.providers = choose_providers(options.providers, common)
+        so = session_options(options)
+        self.sessions = {}
+        for role in ("vision", "decoder"):
+            path = self.folder / self.manifest["files"][role]["path"]
+            per_role = (role_provider_options or {}).get(role, {})
+            extra = {name: {**common.get(name, {}), **per_role.get(name, {})} for name in {*common, *per_role}}
+            try:
+                self.sessions[role] = ort.InferenceSession(str(path), so,
+                                                           providers=choose_providers(options.providers, extra))
+            except Exception as e:  # ORT raises its own exception types per failure
+                raise PolicyError(f"{path}: ONNX Runtime cannot load it ({e}); re-export it with "
+                                  f"`pixelis export onnx --model MODEL_DIR --out {self.folder}`") from None
+            check_session_io(self.folder, role, self.sessions[role], self.manifest)
+        self.processor = AutoProcessor.from_pretrained(self.folder, local_files_only=True)
+        tok = self.processor.tokenizer
+        self.tokenizer = tok
+        eos = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>"), tok.eos_token_id]
+        self.eos_ids = tuple(dict.fromkeys(i for i in eos if isinstance(i, int) and i >= 0))
+        self.stop = StopRule(tok, self.eos_ids, STOP_STRINGS)
+        ip = self.processor.image_processor
+        self.resize = ResizeRule(ip.patch_size * ip.merge_size, ip.size["shortest_edge"], ip.size["longest_edge"])
+        self.rng = np.random.default_rng(options.seed)
+        self.device = "cuda" if any((p[0] if isinstance(p, tuple) else p) != "CPUExecutionProvider"
+                                    for p in self.providers) else "cpu"
+
+    # -- graphs -------------------------------------------------------------------------------
+    def embed_images(self, enc: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        hidden = self.text["hidden_size"]
+        if "pixel_values" not in enc:
+            deep = np.zeros((self.text["deepstack_layers"], 0, hidden), np.float32) if self.spec.arch == "qwen3_vl" else None
+            return np.zeros((0, hidden), np.float32), deep
+        outs = self.sessions["vision"].run(None, vision_inputs(enc["pixel_values"], enc["image_grid_thw"], self.spec))
+        return outs[0], (outs[1] if len(outs) > 1 else None)
+
+    def _empty_past(self) -> dict[str, np.ndarray]:
+        t = self.text
+        shape = (1, t["num_kv_heads"], 0, t["head_dim"])
+        return {f"past_key_values.{i}.{k}": np.zeros(shape, np.float32) for i in range(t["num_layers"]) for k in ("key", "value")}
+
+    def _pick(self, logits: np.ndarray) -> tuple[int, float]:
+        logits = logits.astype(np.float64)
+        if self.options.temperature > 0:
+            z = logits / self.options.temperature
+            p = np.exp(z - z.max())
+            p /= p.sum()
+            if self.options.top_p < 1.0:
+                order = np.argsort(-p)
+                keep = order[: int(np.searchsorted(np.cumsum(p[order]), self.options.top_p)) + 1]
+                q = np.zeros_like(p)
+                q[keep] = p[keep]
+                p = q / q.sum()
+            token = int(self.rng.choice(len(p), p=p))
+        else:
+            token = int(np.argmax(logits))
+        logprob = float(logits[token] - logits.max() - np.log(np.exp(logits - logits.max()).sum()))
+        return token, logprob
+
+    def decode(self, enc: dict[str, np.ndarray], on_token=None) -> tuple[list[int], list[float]]:
+        """Generated token ids and their log-probabilities; ``on_token(i)`` is called after each token."""
+        import onnxruntime as ort
+
+        session = self.sessions["decoder"]
+        image_rows, deepstack = self.embed_images(enc)
+        ids = enc["input_ids"].astype(np.int64)
+        grid = enc.get("image_grid_thw", np.zeros((0, 3), np.int64))
+        positions, delta = rope_positions(ids, self.text["image_token_id"], grid, self.spec.spatial_merge_size)
+        feeds = {"input_ids": ids, "image_embeds": image_rows, "position_ids": positions,
+                 "attention_mask": np.ones((1, ids.shape[1]), np.int64), **self._empty_past()}
+        if deepstack is not None:
+            feeds["deepstack_embeds"] = deepstack
+        no_rows = np.zeros((0, self.text["hidden_size"]), np.float32)
+        no_deep = None if deepstack is None else np.zeros((deepstack.shape[0], 0, deepstack.shape[2]), np.float32)
+        feeds = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in feeds.items()}
+        output_names = [o.name for o in session.get_outputs()]
+        run_options = ort.RunOptions()
+        tokens: list[int] = []
+        logprobs: list[float] = []
+        length = ids.shape[1]
+        for _ in range(self.options.max_new_tokens):
+            outs = session.run_with_ort_values(output_names, feeds, run_options)
+            token, logprob = self._pick(outs[0].numpy()[0, -1])
+            tokens.append(token)
+            logprobs.append(logprob)
+            if on_token is not None:
+                on_token(len(tokens))
+            if not self.options.ignore_stop and self._stopped(tokens):
+                break
+            length += 1
+            feeds = {name.replace("present", "past_key_values"): value for name, value in zip(output_names[1:], outs[1:])}
+            feeds["input_ids"] = ort.OrtValue.ortvalue_from_numpy(np.array([[token]], np.int64))
+            feeds["image_embeds"] = ort.OrtValue.ortvalue_from_numpy(no_rows)
+            feeds["position_ids"] = ort.OrtValue.ortvalue_from_numpy(np.full((3, 1, 1), length - 1 + delta, np.int64))
+            feeds["attention_mask"] = ort.OrtValue.ortvalue_from_numpy(np.ones((1, length), np.int64))
+            if no_deep is not None:
+                feeds["deepstack_embeds"] = ort.OrtValue.ortvalue_from_numpy(no_deep)
+        return tokens, logprobs
+
+    def _stopped(self, tokens: list[int]) -> bool:
+        return self.stop.done(tokens)
+
+    def generate(self, messages: list[dict], images: dict[str, np.ndarray]) -> Generation:
+        """The next turn. Coordinates go through the backbone's convention both ways (policy.coords),
+        as in HFPolicy: the model sees and writes its own convention, the agent gets internal pixels."""
+        from pixelis_ros.cota import format_call, parse_turn
+
+        geometries = {ref: geometry(self.spec.arch, int(img.shape[1]), int(img.shape[0]), self.resize)
+                      for ref, img in images.items()}
+        model_messages = messages_to_model(messages, geometries, convention(self.spec.arch))
+        enc = encode_prompt(self.processor, model_messages, {k: np.ascontiguousarray(v[..., :3]) for k, v in images.items()})
+        tokens, logprobs = self.decode(enc)
+        k = self.stop.stop_index(tokens)
+        end = k if k is not None else len(tokens)
+        reason = "length" if k is None else ("eos" if k < len(tokens) and tokens[k] in self.eos_ids else "stop")
+        text = self.stop.cut(self.tokenizer.decode(tokens[:end], skip_special_tokens=True))
+        gen = Generation(text=text, token_logprobs=logprobs[:end] if self.options.logprobs else None,
+                         token_ids=tokens[:end], finish_reason=reason)
+        step = parse_turn(text)
+        if step.error is None and step.call is not None:
+            ref = step.call.arguments.get("image") if isinstance(step.call.arguments.get("image"), str) else "frame:-1"
+            arguments = convert_arguments(step.call.arguments, geometries, ref, to_model=False)
+            if arguments != step.call.arguments:
+                call = format_call(type(step.call)(step.call.name, arguments))
+                gen.raw_text = text
+                gen.text = re.sub(r"<tool_call>.*?</tool_call>", lambda m: f"<tool_call>\n{call}\n</tool_call>", text,
+                                  count=1, flags=re.DOTALL)
+        return gen
+
+
+def load_onnx_policy(model_dir: str | Path, **options) -> OnnxPolicy:
+    """The ``onnx`` backend: an ONNX folder (``pixelis export onnx``) on ONNX Runtime."""
+    try:
+        opts = OnnxOptions(**options)
+    except TypeError as e:
+        raise PolicyError(f"unknown onnx policy option: {e}") from None
+    return OnnxPolicy(Path(model_dir), opts)
