@@ -23,12 +23,12 @@ $(STAMP): setup.py setup.cfg package.xml Makefile
 	# sam2 is an sdist: build it against the torch above, without its CUDA extension.
 	$(PIP) install -q "hydra-core>=1.3.2" "iopath>=0.1.10" safetensors tqdm pillow
 	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation --no-deps sam2==1.1.0
-	$(PIP) install -q -e ".[ocr,segment,sim,dds,dev]"
+	$(PIP) install -q -e ".[ocr,segment,sim,dds,training,export,dev]"
 	# rapidocr pulls plain opencv wheels that shadow opencv-contrib (the trackers vanish):
 	# remove them and put the contrib build back last.
 	-$(PIP) uninstall -q -y opencv-python opencv-python-headless
 	$(PIP) install -q --force-reinstall --no-deps "opencv-contrib-python-headless>=4.10,<5"
-	$(PY) -c "import cv2; cv2.TrackerCSRT.create(); import rapidocr, sam2, torch, mujoco, gymnasium, cyclonedds, rosbags"
+	$(PY) -c "import cv2; cv2.TrackerCSRT.create(); import rapidocr, sam2, torch, mujoco, gymnasium, cyclonedds, rosbags, transformers, peft, trl, onnx, onnxruntime"
 	touch $(STAMP)
 
 demo: setup

@@ -75,7 +75,8 @@ class Agent:
             except Exception as e:
                 episode.stop_reason, episode.error = "policy_error", f"{type(e).__name__}: {e}"
                 return
-            record = StepRecord(turn=parse_turn(gen.text), generate_ms=(time.monotonic() - t) * 1000)
+            record = StepRecord(turn=parse_turn(gen.text), generate_ms=(time.monotonic() - t) * 1000,
+                                raw_text=gen.raw_text, heads=gen.heads, finish_reason=gen.finish_reason)
             episode.records.append(record)
             step = record.turn
             if step.error is None and step.answer is not None:

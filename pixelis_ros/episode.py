@@ -27,6 +27,9 @@ class StepRecord:
     result: ToolResult | None = None
     image_refs: list[str] = field(default_factory=list)
     generate_ms: float = 0.0
+    raw_text: str | None = None  # the model's own text when the executed turn differs (coordinates, heads)
+    heads: dict | None = None  # the auxiliary heads' verdict on the call (check / refine)
+    finish_reason: str | None = None
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {}
@@ -42,6 +45,12 @@ class StepRecord:
             out["response"] = json.loads(self.turn.response)
         if self.image_refs:
             out["images"] = self.image_refs
+        if self.raw_text is not None:
+            out["raw_text"] = self.raw_text
+        if self.heads is not None:
+            out["heads"] = self.heads
+        if self.finish_reason is not None:
+            out["finish_reason"] = self.finish_reason
         out["generate_ms"] = round(self.generate_ms, 2)
         if self.result is not None:
             out["tool_ms"] = self.result.ms

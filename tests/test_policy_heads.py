@@ -14,7 +14,7 @@ from pixelis_ros.policy.heads import (GroundingHeads, HeadsConfig, box_loss, gio
                                       pointer_loss, save_heads, target_cell, time_loss)
 from pixelis_ros.policy.hf import load_hf_policy  # noqa: E402
 from pixelis_ros.policy.model_folder import ModelFolderError  # noqa: E402
-from policy_helpers import HEIGHT, INTERNAL_BOX, MODEL_BOX, WIDTH, call_text, frame, messages  # noqa: E402
+from policy_helpers import HEIGHT, INTERNAL_BOX, MODEL_BOX, WIDTH, call_text, frame, memorise, messages  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -130,6 +130,18 @@ def test_check_and_refine(trained, tmp_path, arch):
     assert gen.heads["refined"] is True
     assert parse_turn(gen.text).call.arguments["bbox_2d"] == gen.heads["box"] == verdict["box"]
     assert gen.raw_text == call_text(MODEL_BOX[arch])  # the generated numbers stay for the trace
+
+    # In an episode the refined call is what runs, and the trace keeps the model's own numbers.
+    from pixelis_ros.agent import Agent, AgentLimits
+    from pixelis_ros.cota import to_messages
+    from pixelis_ros.frames import Frame, Frames
+    from pixelis_ros.tools import Toolbox
+    toolbox = Toolbox(enabled=["zoom"])
+    memorise(refine, to_messages("what does the sign say?", [], toolbox.schemas()), images, call_text(MODEL_BOX[arch]))
+    episode = Agent(refine, toolbox, AgentLimits(max_steps=1)).run("what does the sign say?", Frames([Frame(frame(), 0.0)]))
+    step = episode.to_json()["steps"][0]
+    assert step["raw_text"] == call_text(MODEL_BOX[arch]) and step["heads"]["refined"] is True
+    assert step["call"]["arguments"]["bbox_2d"] == step["heads"]["box"] and "error" not in step["response"]
 
     save_heads(GroundingHeads(HeadsConfig(hidden_size=64)), tmp_path / "wrong")
     with pytest.raises(ModelFolderError, match="hidden size 64"):
