@@ -198,3 +198,21 @@ def test_scripted_queries_replay_their_own_trace(scene):
     assert errors == ["this node has no policy: the query must bring a script (accept_scripts)",
                       'a scripted query must be {"query": str, "script": str}']
     assert episode.answer.replace(" ", "") == text.replace(" ", "")
+
+
+def test_node_serves_a_model_folder(tiny_models, scene):
+    """The node loads a model folder through its backend on activate and publishes what the
+    (random, tiny) model does: a real answer message, whatever its content."""
+    img, _, _, _ = scene
+    published, clock = [], Clock()
+    core = AgentNodeCore(AgentNodeConfig(model=str(tiny_models["qwen3_vl"]), max_steps=1), lambda t, m: published.append((t, m)), clock)
+    core.activate()
+    try:
+        assert type(core.agent.policy).__name__ == "HFPolicy"
+        core.on_image(M.image_msg(img, clock.now, "cam"))
+        episode = core.run_query("What does the sign say?")
+    finally:
+        core.deactivate()
+    record = json.loads(outputs(published, "answer")[0].data)
+    assert record["stop_reason"] == episode.stop_reason and len(record["trace"]["steps"]) == 1
+    assert record["trace"]["steps"][0]["generate_ms"] > 0

@@ -108,3 +108,23 @@ def test_sim_loop_over_dds_in_two_processes(domain_id):
     assert len(result["families"]) == 6 and result["accuracy"] >= 5 / 6 and result["acting_success"] >= 5 / 6
     assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
     assert result["sim_errors"] == []
+
+
+def test_sim_loop_with_a_model_folder(tiny_models, domain_id):
+    """The agent process loads the model folder (torch backend); a random tiny model's answers
+    are scored like any other (they are wrong, but every question gets a reply)."""
+    run = subprocess.run([sys.executable, "-m", "pixelis_ros", "sim", "loop", "--episodes", "1", "--speed", "0",
+                          "--policy", str(tiny_models["qwen2_5_vl"]), "--domain", str(domain_id), "--json"],
+                         capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["episodes"] == 1 and result["policy"] == str(tiny_models["qwen2_5_vl"])
+    assert result["latency_ms"]["p50"] > 0  # measured only when the agent's reply arrived
+
+
+def test_sim_loop_reports_an_agent_that_cannot_start(tmp_path, domain_id):
+    run = subprocess.run([sys.executable, "-m", "pixelis_ros", "sim", "loop", "--episodes", "1", "--policy", str(tmp_path),
+                          "--domain", str(domain_id), "--json"], capture_output=True, text=True, timeout=400)
+    assert run.returncode == 2
+    error = json.loads(run.stdout)["error"]
+    assert error.startswith("the agent node did not come up") and "config.json" in error

@@ -23,7 +23,17 @@ def test_sim_bench_contract_oracle_and_no_tool():
     floor = pixelis("sim", "bench", "--suite", "smoke", "--policy", "noTool", "--episodes", "6", "--json")
     assert all(r["mean_chain_length"] == 0 and r["acting_success"] == 0 for r in floor["families"].values())
     error = pixelis("sim", "bench", "--suite", "smoke", "--policy", "models/none", "--json", ok=False)["error"]
-    assert "only 'oracle' and 'noTool'" in error
+    assert error == "--policy 'models/none': not 'oracle', 'noTool' or a model folder"
+
+
+def test_sim_bench_serves_a_model_folder(tiny_models, tmp_path):
+    """A random tiny model scores near zero, but the whole path runs: folder -> backend -> agent -> tools -> score."""
+    result = pixelis("sim", "bench", "--suite", "smoke", "--policy", str(tiny_models["qwen2_5_vl"]), "--episodes", "1", "--json")
+    assert sum(r["episodes"] for r in result["families"].values()) == 1 and 0 <= result["mean_accuracy"] <= 1
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    error = pixelis("sim", "bench", "--suite", "smoke", "--policy", str(broken), "--json", ok=False)["error"]
+    assert error.startswith(f"--policy {broken}: ") and "config.json" in error
 
 
 def test_bench_sim_reports_render_speed():

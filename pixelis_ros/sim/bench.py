@@ -4,7 +4,7 @@ answers right, hits the acting target, and how it uses the tools.
 Policies: ``oracle`` replays each task's expert trace (the real tools run again on the same
 pixels), so its accuracy is the ceiling the tools allow; ``noTool`` answers every question with
 the most frequent answer for its question type, learned on a disjoint set of seeds, without
-looking — the floor. Model policies arrive with the policy backends.
+looking — the floor. A model folder is served by a policy backend (``torch``, ``onnx``).
 """
 
 from __future__ import annotations

@@ -62,17 +62,33 @@ def cmd_sim_bench(args) -> dict:
         # The prior is learned on episodes the bench does not score.
         policy = no_tool(answer_prior(iter_tasks(suite, args.episodes, start=start + args.episodes)))
     else:
-        raise SuiteError(f"--policy {args.policy!r}: only 'oracle' and 'noTool' exist so far; model policies "
-                         "(a model folder) arrive with the policy backends")
+        policy = _model_policy(args.policy, args.backend)
     result = run_bench(iter_tasks(suite, args.episodes, start=start), policy)
     result.update(policy=args.policy, suite=suite.name, markdown=markdown(result, args.policy))
     return result
+
+
+def _model_policy(folder: str, backend: str):
+    """One policy (loaded once) for every task, from a local model folder."""
+    from pathlib import Path
+
+    from pixelis_ros.policy import PolicyError
+    from pixelis_ros.policy.registry import load_policy
+
+    if not Path(folder).is_dir():
+        raise SuiteError(f"--policy {folder!r}: not 'oracle', 'noTool' or a model folder")
+    try:
+        model = load_policy(backend, folder)
+    except PolicyError as e:
+        raise SuiteError(f"--policy {folder}: {e}") from None
+    return lambda task: model
 
 
 def add_bench(sim_sub) -> None:
     p = sim_sub.add_parser("bench", help="per-family accuracy, acting success and tool use of a policy on a suite")
     p.add_argument("--suite", required=True, help="a shipped suite name or a suite .yaml path")
     p.add_argument("--policy", default="oracle", help="oracle | noTool | a model folder")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "tensorrt"], help="policy backend for a model folder")
     p.add_argument("--episodes", type=_positive_int, default=60, help="episodes to score")
     p.add_argument("--seed", type=int, default=0, help="first episode index of the suite's schedule")
     p.add_argument("--json", action="store_true", help="print JSON (the Markdown table is in 'markdown')")
