@@ -9,6 +9,12 @@ Execution providers are tried in the order TensorRT EP -> CUDA EP -> CPU EP, kee
 onnxruntime build offers; ``providers`` overrides the list. The KV cache stays in ONNX Runtime's
 own buffers between steps (``OrtValue`` outputs fed back as inputs), so a decode step copies no
 cache through numpy.
+
+LoRA: a folder exported with ``--lora adapters`` takes the adapter's matrices as decoder inputs
+(``onnx_lora``). ``load_adapter`` / ``set_adapter`` mirror HFPolicy: ONNX Runtime adapter files (or
+peft folders, converted on load) are memory-mapped once and activated per run through
+``RunOptions.add_active_adapter``; with none active the inputs keep their exported defaults,
+zeros, i.e. the base model.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ class OnnxOptions:
     """Generate exactly ``max_new_tokens`` (benchmarks): end-of-turn and stop strings do not stop."""
     provider_options: dict = field(default_factory=dict)
     """Extra options per provider name, merged into the defaults (e.g. TensorRT's engine cache)."""
+    adapter: str | None = "default"
+    """LoRA adapter activated on load (``--lora adapters`` exports only): ``default`` (the adapter
+    exported with the folder), an ``.onnx_adapter`` file or a peft folder, or ``None`` (base model)."""
 
 
 def choose_providers(requested: list | None, extra: dict | None = None) -> list:
@@ -151,8 +160,74 @@ class OnnxPolicy:
         ip = self.processor.image_processor
         self.resize = ResizeRule(ip.patch_size * ip.merge_size, ip.size["shortest_edge"], ip.size["longest_edge"])
         self.rng = np.random.default_rng(options.seed)
+        self._init_lora()
         self.device = "cuda" if any((p[0] if isinstance(p, tuple) else p) != "CPUExecutionProvider"
                                     for p in self.providers) else "cpu"
+
+    # -- LoRA adapters --------------------------------------------------------------------------
+    def _init_lora(self) -> None:
+        self.lora_spec = self.manifest.get("lora") if (self.manifest.get("lora") or {}).get("mode") == "adapters" else None
+        self._adapters: dict = {}  # name -> onnxruntime.LoraAdapter
+        self.adapter_files: dict[str, Path] = {}
+        self.active_adapter: str | None = None
+        if self.lora_spec is None:
+            return
+        self._load_adapter_file(self.folder / self.lora_spec["adapter_file"], "default")
+        choice = self.options.adapter
+        if choice == "default":
+            self.set_adapter("default")
+        elif choice is not None:
+            self.load_adapter(choice)
+
+    def _load_adapter_file(self, path: Path, name: str) -> str:
+        import onnxruntime as ort
+
+        from pixelis_ros.policy.onnx_lora import check_ort_adapter
+
+        check_ort_adapter(path, self.lora_spec, self.folder)
+        adapter = ort.LoraAdapter()
+        adapter.Load(str(path))
+        self._adapters[name] = adapter
+        self.adapter_files[name] = path
+        return name
+
+    def load_adapter(self, path: str | Path, name: str | None = None) -> str:
+        """Load an ONNX Runtime adapter file (``pixelis export adapter``) or a peft adapter folder
+        (converted into a temporary adapter file) under ``name`` (default: the file/folder stem)
+        and activate it; no graph is re-exported or reloaded."""
+        import tempfile
+
+        from pixelis_ros.policy.onnx_lora import adapter_spec, convert_adapter
+
+        adapter_spec(self.manifest, self.folder)  # a merged export: says how to re-export
+        path = Path(path)
+        name = name or path.stem
+        if path.is_dir():
+            if not hasattr(self, "_tmp"):
+                self._tmp = tempfile.TemporaryDirectory(prefix="pixelis-adapters-")  # removed with the policy
+            converted = Path(self._tmp.name) / f"{len(self.adapter_files)}-{name}.onnx_adapter"
+            convert_adapter(self.folder, path, converted)
+            path = converted
+        self._load_adapter_file(path, name)
+        self.set_adapter(name)
+        return name
+
+    def set_adapter(self, name: str | None) -> None:
+        """Activate a loaded adapter; ``None`` runs the base model."""
+        if name is not None and name not in self._adapters:
+            raise PolicyError(f"no adapter {name!r} loaded; loaded: {self.adapters()}")
+        self.active_adapter = name
+
+    def adapters(self) -> list[str]:
+        return sorted(self._adapters)
+
+    def _run_options(self):
+        import onnxruntime as ort
+
+        run_options = ort.RunOptions()
+        if self.active_adapter is not None:
+            run_options.add_active_adapter(self._adapters[self.active_adapter])
+        return run_options
 
     # -- graphs -------------------------------------------------------------------------------
     def embed_images(self, enc: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -203,7 +278,7 @@ class OnnxPolicy:
         no_deep = None if deepstack is None else np.zeros((deepstack.shape[0], 0, deepstack.shape[2]), np.float32)
         feeds = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in feeds.items()}
         output_names = [o.name for o in session.get_outputs()]
-        run_options = ort.RunOptions()
+        run_options = self._run_options()
         tokens: list[int] = []
         logprobs: list[float] = []
         length = ids.shape[1]
