@@ -70,6 +70,11 @@ def check_onnx_folder(folder: str | Path) -> dict:
         for data in entry.get("external_data", []):
             if not (folder / data).is_file():
                 raise OnnxFolderError(f"{folder / data} (external weights of {path.name}) is missing; {_fix(folder)}")
+    lora = manifest.get("lora") or {}
+    if lora.get("mode") == "adapters" and not (folder / lora.get("adapter_file", "")).is_file():
+        raise OnnxFolderError(f"{folder / lora.get('adapter_file', '?')} (the LoRA adapter exported with the decoder) "
+                              f"is missing; convert it again with `pixelis export adapter --onnx {folder} "
+                              f"--adapter ADAPTER_DIR --out {folder / lora.get('adapter_file', 'adapter.onnx_adapter')}`")
     return manifest
 
 

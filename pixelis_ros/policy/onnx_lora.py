@@ -57,6 +57,8 @@ class PeftLora:
     """The config's ``target_modules`` (a regex string or a list of names), recorded for the user."""
     weights: dict[str, tuple[np.ndarray, np.ndarray]]
     """Module name (as in the base model) -> (lora_A ``(r, in)``, lora_B ``(out, r)``)."""
+    base_model_class: str | None = None
+    """The model class peft recorded (``auto_mapping``), e.g. ``Qwen3VLForConditionalGeneration``."""
 
 
 def _peft_fix(folder: Path) -> str:
@@ -104,7 +106,8 @@ def read_peft_adapter(folder: str | Path) -> PeftLora:
         weights[module] = (tensors[key].astype(np.float32), tensors[b_key].astype(np.float32))
     if not weights:
         raise AdapterMismatch(f"{weights_path} holds no lora_A/lora_B weights; {_peft_fix(folder)}")
-    return PeftLora(folder, rank, alpha, scaling, config.get("target_modules"), weights)
+    base_class = (config.get("auto_mapping") or {}).get("base_model_class")
+    return PeftLora(folder, rank, alpha, scaling, config.get("target_modules"), weights, base_class)
 
 
 def input_names(module: str) -> tuple[str, str]:
@@ -156,6 +159,10 @@ def adapter_spec(manifest: dict, onnx_dir: Path) -> dict:
 def check_fits(lora: PeftLora, spec: dict, onnx_dir: Path) -> dict[str, np.ndarray]:
     """The adapter's graph tensors, after checking rank, targets and shapes against the export."""
     where = lora.folder / "adapter_model.safetensors"
+    architectures = json.loads((onnx_dir / "config.json").read_text()).get("architectures") or []
+    if lora.base_model_class and architectures and lora.base_model_class not in architectures:
+        raise AdapterMismatch(f"{lora.folder / 'adapter_config.json'}: the adapter was trained on a "
+                              f"{lora.base_model_class}, {onnx_dir} holds a {architectures[0]}; {_export_fix(onnx_dir)}")
     if lora.rank != spec["rank"]:
         raise AdapterMismatch(f"{where}: rank {lora.rank}, but {onnx_dir} was exported for rank {spec['rank']}; "
                               f"{_export_fix(onnx_dir)}")
