@@ -16,7 +16,6 @@ call uses the heads' box. Sampling N trajectories returns per-token log-probabil
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -24,9 +23,9 @@ import numpy as np
 import torch
 
 from pixelis_ros.boxes import iou
-from pixelis_ros.cota import format_call, parse_turn
 from pixelis_ros.policy.base import Generation, PolicyError
-from pixelis_ros.policy.coords import Geometry, ResizeRule, convention, convert_arguments, geometry, lookup, messages_to_model
+from pixelis_ros.policy.coords import Geometry, ResizeRule, convention, generated_call, geometry, lookup, messages_to_model, \
+    with_call
 from pixelis_ros.policy.heads import HEADS_FILE, MODES, load_heads
 from pixelis_ros.policy.model_folder import ModelFolderError, check_model_folder
 from pixelis_ros.policy.stopping import STOP_STRINGS, StopRule, stopping_criteria
@@ -274,11 +273,10 @@ class HFPolicy:
 
     def _postprocess(self, gen: Generation, out, row: int, prompt_len: int, inputs, refs, geometries) -> Generation:
         """Model coordinates -> internal pixels; heads check/refine."""
-        step = parse_turn(gen.text)
-        if step.error is not None or step.call is None:
+        found = generated_call(gen.text, geometries)
+        if found is None:
             return gen
-        ref = step.call.arguments.get("image") if isinstance(step.call.arguments.get("image"), str) else "frame:-1"
-        arguments = convert_arguments(step.call.arguments, geometries, ref, to_model=False)
+        call, ref, arguments = found
         if self.heads is not None:
             verdict = self._heads_verdict(out, row, prompt_len, inputs, refs, ref, gen.token_ids, geometries, arguments)
             gen.heads = verdict
@@ -287,12 +285,10 @@ class HFPolicy:
                 if "point_2d" in arguments and verdict.get("point"):
                     arguments = dict(arguments, point_2d=verdict["point"])
                 verdict["refined"] = True
-        if arguments == step.call.arguments and gen.heads is None:
+        if arguments == call.arguments and gen.heads is None:
             return gen  # no coordinates to convert
-        call = format_call(type(step.call)(step.call.name, arguments))
         gen.raw_text = gen.text
-        gen.text = re.sub(r"<tool_call>.*?</tool_call>", lambda m: f"<tool_call>\n{call}\n</tool_call>", gen.text,
-                          count=1, flags=re.DOTALL)
+        gen.text = with_call(gen.text, call, arguments)
         return gen
 
     def _heads_verdict(self, out, row, prompt_len, inputs, refs, ref, token_ids, geometries, arguments) -> dict:

@@ -19,14 +19,13 @@ zeros, i.e. the base model.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pixelis_ros.policy.base import Generation, PolicyError
-from pixelis_ros.policy.coords import ResizeRule, convention, convert_arguments, geometry, messages_to_model
+from pixelis_ros.policy.coords import ResizeRule, convention, generated_call, geometry, messages_to_model, with_call
 from pixelis_ros.policy.stopping import STOP_STRINGS, StopRule
 from pixelis_ros.policy.onnx_folder import check_onnx_folder, check_session_io
 from pixelis_ros.policy.onnx_inputs import VisionSpec, rope_positions, vision_inputs
@@ -307,8 +306,6 @@ class OnnxPolicy:
     def generate(self, messages: list[dict], images: dict[str, np.ndarray]) -> Generation:
         """The next turn. Coordinates go through the backbone's convention both ways (policy.coords),
         as in HFPolicy: the model sees and writes its own convention, the agent gets internal pixels."""
-        from pixelis_ros.cota import format_call, parse_turn
-
         geometries = {ref: geometry(self.spec.arch, int(img.shape[1]), int(img.shape[0]), self.resize)
                       for ref, img in images.items()}
         model_messages = messages_to_model(messages, geometries, convention(self.spec.arch))
@@ -320,15 +317,10 @@ class OnnxPolicy:
         text = self.stop.cut(self.tokenizer.decode(tokens[:end], skip_special_tokens=True))
         gen = Generation(text=text, token_logprobs=logprobs[:end] if self.options.logprobs else None,
                          token_ids=tokens[:end], finish_reason=reason)
-        step = parse_turn(text)
-        if step.error is None and step.call is not None:
-            ref = step.call.arguments.get("image") if isinstance(step.call.arguments.get("image"), str) else "frame:-1"
-            arguments = convert_arguments(step.call.arguments, geometries, ref, to_model=False)
-            if arguments != step.call.arguments:
-                call = format_call(type(step.call)(step.call.name, arguments))
-                gen.raw_text = text
-                gen.text = re.sub(r"<tool_call>.*?</tool_call>", lambda m: f"<tool_call>\n{call}\n</tool_call>", text,
-                                  count=1, flags=re.DOTALL)
+        found = generated_call(text, geometries)
+        if found is not None and found[2] != found[0].arguments:
+            gen.raw_text = text
+            gen.text = with_call(text, found[0], found[2])
         return gen
 
 
