@@ -3,7 +3,9 @@
 The folder holds ``vision.onnx`` and ``decoder.onnx`` (see ``onnx_graphs``), the tokenizer /
 processor / config files copied from the model, and ``manifest.json``: what the runtime checks
 before trusting the graphs (source config digest, io names, file sizes, opset, dtype) and the
-constants it needs (layer count, KV shape, special token ids, vision grid parameters).
+constants it needs (layer count, KV shape, special token ids, vision grid parameters). Auxiliary
+heads (``heads.safetensors``) next to the model or adapter are copied in; the decoder's
+``last_hidden_state`` output feeds them on the ONNX side.
 
 LoRA: by default (``lora="merged"``) an adapter folder is merged into the weights before export
 (peft ``merge_and_unload``), so the graphs are the plain architecture. With ``lora="adapters"``
@@ -22,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pixelis_ros.policy.base import PolicyError
+from pixelis_ros.policy.heads_numpy import HEADS_CONFIG, HEADS_FILE
 from pixelis_ros.policy.onnx_folder import FORMAT, MANIFEST
 from pixelis_ros.policy.onnx_inputs import VisionSpec
 from pixelis_ros.policy.onnx_lora import ADAPTER_FILE, MODES, PeftLora, graph_tensors, manifest_entry, read_peft_adapter, \
@@ -204,6 +207,7 @@ def export_decoder(model, arch: str, text: dict, path: Path, config: ExportConfi
             args.append(torch.from_numpy(value))
             defaults[name] = np.zeros_like(value)  # no adapter active: B = 0, the base model exactly
     outputs = ["logits"] + [f"present.{i}.{kind}" for i in range(text["num_layers"]) for kind in ("key", "value")]
+    outputs.append("last_hidden_state")  # onnx.HIDDEN_OUTPUT (not imported: that module pulls the runtime)
     _export(graph, tuple(args), path, names, outputs, (*shapes[:4], tuple(shapes[4:])), config, large, defaults)
 
 
@@ -222,6 +226,12 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, config: ExportConfig
     for name in SIDE_FILES:
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, out / name)
+    # auxiliary heads travel with the export (the adapter's first, as HFPolicy picks them)
+    for folder in ([Path(config.adapter)] if config.adapter else []) + [model_dir]:
+        if all((folder / name).is_file() for name in (HEADS_FILE, HEADS_CONFIG)):
+            for name in (HEADS_FILE, HEADS_CONFIG):
+                shutil.copy2(folder / name, out / name)
+            break
     vc = model.config.vision_config
     files = {}
     for role in ("vision", "decoder"):
@@ -236,7 +246,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, config: ExportConfig
                 "source": {"model_dir": str(model_dir.resolve()), "config_sha256": config_digest(model_dir),
                            "weights_sha256": weights, "adapter": config.adapter, "lora": config.lora},
                 "lora": lora_entry,
-                "files": files, "vision": asdict(spec), "text": text,
+                "files": files, "vision": asdict(spec), "text": {**text, "hidden_output": "last_hidden_state"},
+                "heads": (out / HEADS_FILE).is_file(),
                 "patch_dim": vc.in_channels * vc.temporal_patch_size * vc.patch_size ** 2}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pixelis_ros.boxes import iou
+from pixelis_ros.policy.base import PolicyError
 
 HEADS_FILE = "heads.safetensors"
 HEADS_CONFIG = "heads_config.json"
@@ -24,7 +25,7 @@ MODES = ("off", "check", "refine")
 """Heads at inference: off, check (flag calls whose box disagrees), refine (execute the heads' box)."""
 
 
-class HeadsFileError(RuntimeError):
+class HeadsFileError(PolicyError):
     """Heads files missing or not matching the backbone (``heads.load_heads`` raises ModelFolderError)."""
 
 

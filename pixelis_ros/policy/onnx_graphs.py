@@ -10,7 +10,9 @@ differs from transformers' forward:
   embeddings at the ``<|image_pad|>`` positions (a gather driven by a running count of image
   tokens, so a decode step passes zero image rows), adds Qwen3-VL's deepstack features after the
   early layers the same way, and returns the logits of the last position only (what decoding
-  needs; the vocabulary projection of a long prompt is the biggest single cost otherwise).
+  needs; the vocabulary projection of a long prompt is the biggest single cost otherwise), the
+  KV cache, and the final-norm hidden state of every input position (the auxiliary heads' input;
+  the runtime fetches it only with heads on).
   The 3D rotary positions come in as an input (``onnx_inputs.rope_positions``).
 - LoRA as inputs (``--lora adapters``, see ``onnx_lora``): each targeted projection becomes
   ``LoraInputLinear``, whose ``a``/``b`` matrices are decoder inputs appended after the KV cache
@@ -127,7 +129,8 @@ def install_lora_inputs(model: nn.Module, modules: list[str]) -> LoraInputs:
 
 
 class DecoderGraph(nn.Module):
-    """(input_ids, image rows, 3D positions, mask, past KV) -> (last logits, present KV)."""
+    """(input_ids, image rows, 3D positions, mask, past KV[, deepstack][, LoRA a/b]) ->
+    (last logits, present KV, last hidden state)."""
 
     def __init__(self, model: nn.Module, arch: str, image_token_id: int, lora_modules: list[str] | None = None):
         """``lora_modules``: modules whose LoRA a/b come as the last 2 * len inputs (a, b per module)."""
@@ -168,4 +171,4 @@ class DecoderGraph(nn.Module):
         present = []
         for layer in out.cache.layers:
             present += [layer.keys, layer.values]
-        return (logits, *present)
+        return (logits, *present, out.last_hidden_state)  # hidden states last: the heads' input
