@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# constants and sizes are shared with the torch-free inference path; MODES is re-exported
-from pixelis_ros.policy.heads_numpy import HEADS_CONFIG, HEADS_FILE, MODES, HeadsConfig  # noqa: F401
+# file names and sizes are shared with the torch-free inference path (heads_numpy)
+from pixelis_ros.policy.heads_numpy import HEADS_CONFIG, HEADS_FILE, HeadsConfig
 from pixelis_ros.policy.model_folder import ModelFolderError
 
 

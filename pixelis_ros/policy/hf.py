@@ -25,8 +25,8 @@ import torch
 from pixelis_ros.policy.base import Generation, PolicyError
 from pixelis_ros.policy.coords import Geometry, ResizeRule, convention, generated_call, geometry, lookup, messages_to_model, \
     with_call
-from pixelis_ros.policy.heads import HEADS_FILE, MODES, load_heads
-from pixelis_ros.policy.heads_numpy import call_token_position, heads_verdict, refine_arguments
+from pixelis_ros.policy.heads import load_heads
+from pixelis_ros.policy.heads_numpy import HEADS_FILE, MODES, call_token_position, heads_verdict, refine_arguments
 from pixelis_ros.policy.model_folder import ModelFolderError, check_model_folder
 from pixelis_ros.policy.stopping import STOP_STRINGS, StopRule, stopping_criteria
 from pixelis_ros.policy.tokenizer import missing_tokens
