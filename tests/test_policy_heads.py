@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -146,3 +148,53 @@ def test_check_and_refine(trained, tmp_path, arch):
     save_heads(GroundingHeads(HeadsConfig(hidden_size=64)), tmp_path / "wrong")
     with pytest.raises(ModelFolderError, match="hidden size 64"):
         load_hf_policy(folder, heads="check", heads_path=str(tmp_path / "wrong"))
+
+
+def test_numpy_heads_equal_torch_heads(tmp_path):
+    from pixelis_ros.policy.heads_numpy import HeadsFileError, load_numpy_heads
+
+    torch.manual_seed(0)
+    heads = GroundingHeads(HeadsConfig(hidden_size=48, proj_dim=16, mlp_dim=32)).eval()
+    save_heads(heads, tmp_path)
+    ours = load_numpy_heads(tmp_path, hidden_size=48)
+    for rows, cols in ((3, 4), (1, 5), (6, 6)):
+        for _ in range(4):  # random states put the chosen cell anywhere, edges and corners included
+            q, k = torch.randn(48), torch.randn(rows * cols, 48)
+            with torch.no_grad():
+                ref = heads(q[None], k[None], torch.tensor([[rows, cols]]))
+            mine = ours(q.numpy(), k.numpy(), rows, cols)
+            assert mine["chosen"] == int(ref["chosen"][0])
+            for key in ("pointer_logits", "box", "point"):
+                np.testing.assert_allclose(mine[key], ref[key][0].numpy(), atol=1e-5)
+    with pytest.raises(HeadsFileError, match="hidden size 48 but the model has 64"):
+        load_numpy_heads(tmp_path, hidden_size=64)
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl"])
+def test_onnx_heads_verdict_equals_torch(trained, tmp_path, arch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from pixelis_ros.policy.export_onnx import export_onnx
+    from pixelis_ros.policy.registry import load_policy
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained[arch], folder)
+    hidden = json.loads((folder / "config.json").read_text())["text_config"]["hidden_size"]
+    torch.manual_seed(0)
+    save_heads(GroundingHeads(HeadsConfig(hidden_size=hidden)), folder)
+    manifest = export_onnx(folder, tmp_path / "onnx")  # the heads travel with the export
+    assert manifest["heads"] and manifest["files"]["decoder"]["outputs"][-1] == manifest["text"]["hidden_output"]
+    msgs, images = messages(), {"frame:-1": frame()}
+    for mode, min_iou in (("check", 0.0), ("check", 1.01), ("refine", 0.5)):
+        theirs = load_hf_policy(folder, max_new_tokens=64, heads=mode, heads_min_iou=min_iou).generate(msgs, images)
+        ours = load_policy("onnx", tmp_path / "onnx", max_new_tokens=64, heads=mode,
+                           heads_min_iou=min_iou).generate(msgs, images)
+        assert ours.token_ids == theirs.token_ids and ours.raw_text == theirs.raw_text == call_text(MODEL_BOX[arch])
+        a, b = ours.heads, theirs.heads
+        assert (a["mode"], a["image"], a["cell"], a.get("agree"), a.get("refined")) == \
+               (b["mode"], b["image"], b["cell"], b.get("agree"), b.get("refined"))
+        assert a["box"] == pytest.approx(b["box"], abs=0.2) and a["point"] == pytest.approx(b["point"], abs=0.2)
+        assert a["score"] == pytest.approx(b["score"], abs=1e-3)
+        box = parse_turn(ours.text).call.arguments["bbox_2d"]
+        assert box == pytest.approx(parse_turn(theirs.text).call.arguments["bbox_2d"], abs=0.2)
+        assert box == (a["box"] if mode == "refine" else INTERNAL_BOX[arch])  # check never changes the call

@@ -104,6 +104,18 @@ def test_coordinates_round_trip(tiny_models, arch):
     assert geometry("qwen2_5_vl", 320, 240, rule).from_model([56, 42]) == [160.0, 120.0]
 
 
+def test_generated_call_maps_back_to_pixels_in_one_place():
+    from pixelis_ros.policy.coords import generated_call, with_call
+
+    g = {"frame:-1": geometry("qwen2_5_vl", 320, 240, ResizeRule(28, 3136, 12544))}
+    text = call_text(MODEL_BOX["qwen2_5_vl"])
+    call, ref, arguments = generated_call(text, g)
+    assert ref == "frame:-1" and arguments["bbox_2d"] == INTERNAL_BOX["qwen2_5_vl"]
+    rewritten = with_call(text, call, arguments)
+    assert rewritten.startswith("<think>zoom in</think>") and parse_turn(rewritten).call.arguments == arguments
+    assert generated_call("<answer>red</answer>", g) is None
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_generated_call_is_converted_to_internal_pixels(trained, arch):
     policy = load_hf_policy(trained[arch], max_new_tokens=64)

@@ -184,3 +184,23 @@ def messages_to_model(messages: list[dict], geometries: dict[str, Geometry], con
             parts.append(dict(part, text=text))
         out.append(dict(msg, content=parts))
     return out
+
+
+def generated_call(text: str, geometries: dict[str, Geometry]):
+    """The turn's tool call, the image it names, and its arguments in internal pixels; ``None`` when
+    the turn has no valid call. Every backend maps a generated call back through this one path."""
+    from pixelis_ros.cota import parse_turn  # cota imports the tool registry: only when a turn is parsed
+
+    step = parse_turn(text)
+    if step.error is not None or step.call is None:
+        return None
+    ref = step.call.arguments.get("image") if isinstance(step.call.arguments.get("image"), str) else "frame:-1"
+    return step.call, ref, convert_arguments(step.call.arguments, geometries, ref, to_model=False)
+
+
+def with_call(text: str, call, arguments: dict) -> str:
+    """``text`` with its first ``<tool_call>`` block holding ``call`` with ``arguments`` instead."""
+    from pixelis_ros.cota import format_call
+
+    block = f"<tool_call>\n{format_call(type(call)(call.name, arguments))}\n</tool_call>"
+    return re.sub(r"<tool_call>.*?</tool_call>", lambda m: block, text, count=1, flags=re.DOTALL)

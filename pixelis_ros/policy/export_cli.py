@@ -1,4 +1,4 @@
-"""``pixelis export onnx|trt`` and ``pixelis bench policy``: registered on the main parser by
+"""``pixelis export onnx|adapter|trt`` and ``pixelis bench policy``: registered on the main parser by
 ``add_export_commands`` / ``add_policy_bench`` (``pixelis_ros/cli.py`` calls them).
 
 Same conventions as ``sim/cli.py``: each command returns a JSON-able result; ``USAGE_ERRORS`` are
@@ -16,10 +16,20 @@ USAGE_ERRORS: tuple[type[Exception], ...] = (PolicyError,)
 def cmd_export_onnx(args) -> dict:
     from pixelis_ros.policy.export_onnx import ExportConfig, export_onnx
 
-    manifest = export_onnx(args.model, args.out, ExportConfig(opset=args.opset, adapter=args.adapter))
-    return {"out": args.out, "arch": manifest["arch"], "opset": manifest["opset"],
-            "files": {role: entry["path"] for role, entry in manifest["files"].items()},
-            "config_sha256": manifest["source"]["config_sha256"], "lora": manifest["source"]["lora"]}
+    manifest = export_onnx(args.model, args.out, ExportConfig(opset=args.opset, adapter=args.adapter, lora=args.lora))
+    out = {"out": args.out, "arch": manifest["arch"], "opset": manifest["opset"],
+           "files": {role: entry["path"] for role, entry in manifest["files"].items()},
+           "config_sha256": manifest["source"]["config_sha256"], "lora": manifest["source"]["lora"]}
+    if manifest["lora"]["mode"] == "adapters":
+        out["adapter_file"] = manifest["lora"]["adapter_file"]
+        out["lora_rank"] = manifest["lora"]["rank"]
+    return out
+
+
+def cmd_export_adapter(args) -> dict:
+    from pixelis_ros.policy.onnx_lora import convert_adapter
+
+    return convert_adapter(args.onnx, args.adapter, args.out)
 
 
 def cmd_export_trt(args) -> dict:
@@ -37,10 +47,23 @@ def add_export_commands(sub) -> None:
                                       "and OUT/manifest.json (what the onnx/tensorrt backends check before loading).")
     p.add_argument("--model", required=True, help="a local Qwen2.5-VL / Qwen3-VL model folder")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--adapter", help="a peft LoRA adapter folder, merged into the weights before export")
+    p.add_argument("--adapter", help="a peft LoRA adapter folder (merged into the weights, or see --lora)")
+    p.add_argument("--lora", choices=["merged", "adapters"], default="merged",
+                   help="merged (default): fold --adapter into the weights; adapters: the decoder takes the LoRA "
+                        "matrices as inputs and OUT/adapter.onnx_adapter holds them (swap adapters without re-export)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_export_onnx)
+
+    p = export.add_parser("adapter", help="a peft LoRA folder -> an ONNX Runtime adapter file for an ONNX folder",
+                          description="Convert an (updated) peft LoRA adapter into an ONNX Runtime adapter file for a "
+                                      "folder exported with `--lora adapters`; the policy swaps it in without re-export "
+                                      "(onnx backend option adapter=FILE, or OnnxPolicy.load_adapter).")
+    p.add_argument("--onnx", required=True, help="a folder written by `pixelis export onnx --lora adapters`")
+    p.add_argument("--adapter", required=True, help="a peft LoRA adapter folder (same rank and target modules)")
+    p.add_argument("--out", required=True, help="the adapter file to write (e.g. step42.onnx_adapter)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_export_adapter)
 
     p = export.add_parser("trt", help="build (or reuse) TensorRT engines for an ONNX folder",
                           description="Build TensorRT engines through ONNX Runtime's TensorRT EP into a cache keyed by "

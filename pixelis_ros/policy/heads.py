@@ -21,32 +21,16 @@ backbone. Saved as ``heads.safetensors`` + ``heads_config.json`` next to the mod
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+# file names and sizes are shared with the torch-free inference path (heads_numpy)
+from pixelis_ros.policy.heads_numpy import HEADS_CONFIG, HEADS_FILE, HeadsConfig
 from pixelis_ros.policy.model_folder import ModelFolderError
-
-HEADS_FILE = "heads.safetensors"
-HEADS_CONFIG = "heads_config.json"
-MODES = ("off", "check", "refine")
-
-
-@dataclass(frozen=True)
-class HeadsConfig:
-    """Sizes of the auxiliary heads."""
-
-    hidden_size: int
-    """Backbone hidden size (``text_config.hidden_size``); must match the model they run on."""
-    proj_dim: int = 128
-    """Width of the pointer's query/key projections and of the per-cell features."""
-    mlp_dim: int = 256
-    """Hidden width of the box/point/time MLPs."""
-    neighbourhood: int = 3
-    """Side of the cell neighbourhood the box and point heads read (odd)."""
 
 
 def _mlp(inp: int, hidden: int, out: int) -> nn.Sequential:

@@ -16,18 +16,17 @@ call uses the heads' box. Sampling N trajectories returns per-token log-probabil
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pixelis_ros.boxes import iou
-from pixelis_ros.cota import format_call, parse_turn
 from pixelis_ros.policy.base import Generation, PolicyError
-from pixelis_ros.policy.coords import Geometry, ResizeRule, convention, convert_arguments, geometry, lookup, messages_to_model
-from pixelis_ros.policy.heads import HEADS_FILE, MODES, load_heads
+from pixelis_ros.policy.coords import Geometry, ResizeRule, convention, generated_call, geometry, lookup, messages_to_model, \
+    with_call
+from pixelis_ros.policy.heads import load_heads
+from pixelis_ros.policy.heads_numpy import HEADS_FILE, MODES, call_token_position, heads_verdict, refine_arguments
 from pixelis_ros.policy.model_folder import ModelFolderError, check_model_folder
 from pixelis_ros.policy.stopping import STOP_STRINGS, StopRule, stopping_criteria
 from pixelis_ros.policy.tokenizer import missing_tokens
@@ -58,10 +57,6 @@ class HFPolicyOptions:
     """In check mode, a call whose box has IoU below this with the heads' box is flagged."""
     stop_strings: tuple[str, ...] = STOP_STRINGS
     """Strings that end a turn (kept in the text)."""
-
-
-def _is_coords(value) -> bool:
-    return isinstance(value, list) and len(value) in (2, 4) and all(isinstance(v, (int, float)) for v in value)
 
 
 class HFPolicy:
@@ -274,32 +269,26 @@ class HFPolicy:
 
     def _postprocess(self, gen: Generation, out, row: int, prompt_len: int, inputs, refs, geometries) -> Generation:
         """Model coordinates -> internal pixels; heads check/refine."""
-        step = parse_turn(gen.text)
-        if step.error is not None or step.call is None:
+        found = generated_call(gen.text, geometries)
+        if found is None:
             return gen
-        ref = step.call.arguments.get("image") if isinstance(step.call.arguments.get("image"), str) else "frame:-1"
-        arguments = convert_arguments(step.call.arguments, geometries, ref, to_model=False)
+        call, ref, arguments = found
         if self.heads is not None:
             verdict = self._heads_verdict(out, row, prompt_len, inputs, refs, ref, gen.token_ids, geometries, arguments)
             gen.heads = verdict
-            if verdict.get("box") and self.options.heads == "refine":
-                arguments = dict(arguments, bbox_2d=verdict["box"]) if "bbox_2d" in arguments else arguments
-                if "point_2d" in arguments and verdict.get("point"):
-                    arguments = dict(arguments, point_2d=verdict["point"])
-                verdict["refined"] = True
-        if arguments == step.call.arguments and gen.heads is None:
+            if self.options.heads == "refine":
+                arguments = refine_arguments(arguments, verdict)
+        if arguments == call.arguments and gen.heads is None:
             return gen  # no coordinates to convert
-        call = format_call(type(step.call)(step.call.name, arguments))
         gen.raw_text = gen.text
-        gen.text = re.sub(r"<tool_call>.*?</tool_call>", lambda m: f"<tool_call>\n{call}\n</tool_call>", gen.text,
-                          count=1, flags=re.DOTALL)
+        gen.text = with_call(gen.text, call, arguments)
         return gen
 
     def _heads_verdict(self, out, row, prompt_len, inputs, refs, ref, token_ids, geometries, arguments) -> dict:
         g = lookup(geometries, ref)
         if ref not in refs or g is None:
             return {"error": f"the call names {ref}, which is not among the images shown ({refs})"}
-        position = self._call_token_position(token_ids)
+        position = call_token_position(self.tokenizer, token_ids)
         if position is None:
             return {"error": "no <tool_call> token in the generation"}
         states = self._hidden_states(out, row, prompt_len, position, inputs)
@@ -313,21 +302,8 @@ class HFPolicy:
         keys = states[token_positions[start:start + rows * cols]]
         with torch.no_grad():
             pred = self.heads(query[None].float(), keys[None].float(), torch.tensor([[rows, cols]], device=keys.device))
-        box = [round(float(v) * s, 1) for v, s in zip(pred["box"][0].tolist(), (g.width, g.height) * 2)]
-        point = [round(float(v) * s, 1) for v, s in zip(pred["point"][0].tolist(), (g.width, g.height))]
-        verdict = {"mode": self.options.heads, "image": ref, "cell": int(pred["chosen"][0]), "box": box, "point": point,
-                   "score": round(float(torch.softmax(pred["pointer_logits"][0], -1).max()), 4)}
-        if "bbox_2d" in arguments and _is_coords(arguments["bbox_2d"]) and len(arguments["bbox_2d"]) == 4:
-            verdict["iou"] = round(iou(arguments["bbox_2d"], box), 4)
-            verdict["agree"] = verdict["iou"] >= self.options.heads_min_iou
-        return verdict
-
-    def _call_token_position(self, token_ids: list[int]) -> int | None:
-        """Index in the generation of the token that completes ``<tool_call>``."""
-        for i in range(len(token_ids)):
-            if "<tool_call>" in self.tokenizer.decode(token_ids[max(0, i - 12):i + 1], skip_special_tokens=False):
-                return i
-        return None
+        pred = {k: v[0].float().cpu().numpy() for k, v in pred.items()}
+        return heads_verdict(pred, self.options.heads, ref, g.width, g.height, arguments, self.options.heads_min_iou)
 
     def _hidden_states(self, out, row, prompt_len, position, inputs) -> torch.Tensor:
         """Last-layer hidden states ``[prompt_len + position + 1, H]`` of one row, from the generation's

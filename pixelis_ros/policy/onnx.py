@@ -9,22 +9,34 @@ Execution providers are tried in the order TensorRT EP -> CUDA EP -> CPU EP, kee
 onnxruntime build offers; ``providers`` overrides the list. The KV cache stays in ONNX Runtime's
 own buffers between steps (``OrtValue`` outputs fed back as inputs), so a decode step copies no
 cache through numpy.
+
+Auxiliary heads (check/refine) run in numpy (``heads_numpy``) on the decoder's
+``last_hidden_state`` output, as HFPolicy runs them on its hidden states: no torch on this path.
+
+LoRA: a folder exported with ``--lora adapters`` takes the adapter's matrices as decoder inputs
+(``onnx_lora``). ``load_adapter`` / ``set_adapter`` mirror HFPolicy: ONNX Runtime adapter files (or
+peft folders, converted on load) are memory-mapped once and activated per run through
+``RunOptions.add_active_adapter``; with none active the inputs keep their exported defaults,
+zeros, i.e. the base model.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pixelis_ros.policy.base import Generation, PolicyError
-from pixelis_ros.policy.coords import ResizeRule, convention, convert_arguments, geometry, messages_to_model
+from pixelis_ros.policy.coords import ResizeRule, convention, generated_call, geometry, lookup, messages_to_model, \
+    with_call
+from pixelis_ros.policy.heads_numpy import MODES, call_token_position, heads_verdict, load_numpy_heads, refine_arguments
 from pixelis_ros.policy.stopping import STOP_STRINGS, StopRule
 from pixelis_ros.policy.onnx_folder import check_onnx_folder, check_session_io
 from pixelis_ros.policy.onnx_inputs import VisionSpec, rope_positions, vision_inputs
 
+HIDDEN_OUTPUT = "last_hidden_state"
+"""Decoder output: the final-norm hidden state of every input position (the auxiliary heads' input)."""
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -53,6 +65,16 @@ class OnnxOptions:
     """Generate exactly ``max_new_tokens`` (benchmarks): end-of-turn and stop strings do not stop."""
     provider_options: dict = field(default_factory=dict)
     """Extra options per provider name, merged into the defaults (e.g. TensorRT's engine cache)."""
+    heads: str = "off"
+    """Auxiliary heads (numpy, from ``heads.safetensors``): ``off``, ``check`` (flag calls whose box
+    disagrees) or ``refine`` (execute the heads' box; the generated one stays in ``raw_text``)."""
+    heads_path: str | None = None
+    """Folder of heads.safetensors; default: the ONNX folder (the export copies the model's heads)."""
+    heads_min_iou: float = 0.5
+    """In check mode, a call whose box has IoU below this with the heads' box is flagged."""
+    adapter: str | None = "default"
+    """LoRA adapter activated on load (``--lora adapters`` exports only): ``default`` (the adapter
+    exported with the folder), an ``.onnx_adapter`` file or a peft folder, or ``None`` (base model)."""
 
 
 def choose_providers(requested: list | None, extra: dict | None = None) -> list:
@@ -89,16 +111,20 @@ def session_options(options: OnnxOptions):
     return so
 
 
+def image_refs(messages: list[dict]) -> list[str]:
+    """Every image placeholder, in the order the chat template emits them."""
+    return [part.get("image") for msg in messages
+            for part in (msg.get("content", []) if isinstance(msg.get("content"), list) else [])
+            if isinstance(part, dict) and part.get("type") == "image"]
+
+
 def ordered_images(messages: list[dict], images: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The pixels of every image placeholder, in the order the chat template emits them."""
     out = []
-    for msg in messages:
-        for part in msg.get("content", []) if isinstance(msg.get("content"), list) else []:
-            if isinstance(part, dict) and part.get("type") == "image":
-                ref = part.get("image")
-                if ref not in images:
-                    raise PolicyError(f"the messages name image {ref!r} but no pixels were given for it")
-                out.append(np.asarray(images[ref]))
+    for ref in image_refs(messages):
+        if ref not in images:
+            raise PolicyError(f"the messages name image {ref!r} but no pixels were given for it")
+        out.append(np.asarray(images[ref]))
     return out
 
 
@@ -151,8 +177,79 @@ class OnnxPolicy:
         ip = self.processor.image_processor
         self.resize = ResizeRule(ip.patch_size * ip.merge_size, ip.size["shortest_edge"], ip.size["longest_edge"])
         self.rng = np.random.default_rng(options.seed)
+        self._init_lora()
+        if options.heads not in MODES:
+            raise PolicyError(f"heads {options.heads!r}: use one of {', '.join(MODES)}")
+        self.heads = None
+        if options.heads != "off":
+            self.heads = load_numpy_heads(options.heads_path or self.folder, self.text["hidden_size"])
         self.device = "cuda" if any((p[0] if isinstance(p, tuple) else p) != "CPUExecutionProvider"
                                     for p in self.providers) else "cpu"
+
+    # -- LoRA adapters --------------------------------------------------------------------------
+    def _init_lora(self) -> None:
+        self.lora_spec = self.manifest.get("lora") if (self.manifest.get("lora") or {}).get("mode") == "adapters" else None
+        self._adapters: dict = {}  # name -> onnxruntime.LoraAdapter
+        self.adapter_files: dict[str, Path] = {}
+        self.active_adapter: str | None = None
+        if self.lora_spec is None:
+            return
+        self._load_adapter_file(self.folder / self.lora_spec["adapter_file"], "default")
+        choice = self.options.adapter
+        if choice == "default":
+            self.set_adapter("default")
+        elif choice is not None:
+            self.load_adapter(choice)
+
+    def _load_adapter_file(self, path: Path, name: str) -> str:
+        import onnxruntime as ort
+
+        from pixelis_ros.policy.onnx_lora import check_ort_adapter
+
+        check_ort_adapter(path, self.lora_spec, self.folder)
+        adapter = ort.LoraAdapter()
+        adapter.Load(str(path))
+        self._adapters[name] = adapter
+        self.adapter_files[name] = path
+        return name
+
+    def load_adapter(self, path: str | Path, name: str | None = None) -> str:
+        """Load an ONNX Runtime adapter file (``pixelis export adapter``) or a peft adapter folder
+        (converted into a temporary adapter file) under ``name`` (default: the file/folder stem)
+        and activate it; no graph is re-exported or reloaded."""
+        import tempfile
+
+        from pixelis_ros.policy.onnx_lora import adapter_spec, convert_adapter
+
+        adapter_spec(self.manifest, self.folder)  # a merged export: says how to re-export
+        path = Path(path)
+        name = name or path.stem
+        if path.is_dir():
+            if not hasattr(self, "_tmp"):
+                self._tmp = tempfile.TemporaryDirectory(prefix="pixelis-adapters-")  # removed with the policy
+            converted = Path(self._tmp.name) / f"{len(self.adapter_files)}-{name}.onnx_adapter"
+            convert_adapter(self.folder, path, converted)
+            path = converted
+        self._load_adapter_file(path, name)
+        self.set_adapter(name)
+        return name
+
+    def set_adapter(self, name: str | None) -> None:
+        """Activate a loaded adapter; ``None`` runs the base model."""
+        if name is not None and name not in self._adapters:
+            raise PolicyError(f"no adapter {name!r} loaded; loaded: {self.adapters()}")
+        self.active_adapter = name
+
+    def adapters(self) -> list[str]:
+        return sorted(self._adapters)
+
+    def _run_options(self):
+        import onnxruntime as ort
+
+        run_options = ort.RunOptions()
+        if self.active_adapter is not None:
+            run_options.add_active_adapter(self._adapters[self.active_adapter])
+        return run_options
 
     # -- graphs -------------------------------------------------------------------------------
     def embed_images(self, enc: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -186,8 +283,10 @@ class OnnxPolicy:
         logprob = float(logits[token] - logits.max() - np.log(np.exp(logits - logits.max()).sum()))
         return token, logprob
 
-    def decode(self, enc: dict[str, np.ndarray], on_token=None) -> tuple[list[int], list[float]]:
-        """Generated token ids and their log-probabilities; ``on_token(i)`` is called after each token."""
+    def decode(self, enc: dict[str, np.ndarray], on_token=None, hidden: list | None = None) -> tuple[list[int], list[float]]:
+        """Generated token ids and their log-probabilities; ``on_token(i)`` is called after each token.
+        ``hidden``: a list that receives the last-layer hidden states ``[n, H]`` of the prompt and of
+        every generated token (the auxiliary heads read them); needs an export with that output."""
         import onnxruntime as ort
 
         session = self.sessions["decoder"]
@@ -202,28 +301,39 @@ class OnnxPolicy:
         no_rows = np.zeros((0, self.text["hidden_size"]), np.float32)
         no_deep = None if deepstack is None else np.zeros((deepstack.shape[0], 0, deepstack.shape[2]), np.float32)
         feeds = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in feeds.items()}
-        output_names = [o.name for o in session.get_outputs()]
-        run_options = ort.RunOptions()
+        all_outputs = [o.name for o in session.get_outputs()]
+        if hidden is not None and HIDDEN_OUTPUT not in all_outputs:
+            raise PolicyError(f"{self.folder / 'decoder.onnx'} has no {HIDDEN_OUTPUT} output (exported before the "
+                              f"heads ran on ONNX); re-export it with `pixelis export onnx --model MODEL_DIR --out "
+                              f"{self.folder}` or set heads='off'")
+        # fetch the hidden states only when asked: the copy out of ONNX Runtime is the cost
+        output_names = [n for n in all_outputs if n != HIDDEN_OUTPUT or hidden is not None]
+        run_options = self._run_options()
         tokens: list[int] = []
         logprobs: list[float] = []
         length = ids.shape[1]
         for _ in range(self.options.max_new_tokens):
             outs = session.run_with_ort_values(output_names, feeds, run_options)
+            if hidden is not None:
+                hidden.append(outs[-1].numpy()[0])
             token, logprob = self._pick(outs[0].numpy()[0, -1])
             tokens.append(token)
             logprobs.append(logprob)
             if on_token is not None:
                 on_token(len(tokens))
-            if not self.options.ignore_stop and self._stopped(tokens):
-                break
             length += 1
-            feeds = {name.replace("present", "past_key_values"): value for name, value in zip(output_names[1:], outs[1:])}
+            feeds = {name.replace("present", "past_key_values"): value for name, value in zip(output_names, outs)
+                     if name.startswith("present")}
             feeds["input_ids"] = ort.OrtValue.ortvalue_from_numpy(np.array([[token]], np.int64))
             feeds["image_embeds"] = ort.OrtValue.ortvalue_from_numpy(no_rows)
             feeds["position_ids"] = ort.OrtValue.ortvalue_from_numpy(np.full((3, 1, 1), length - 1 + delta, np.int64))
             feeds["attention_mask"] = ort.OrtValue.ortvalue_from_numpy(np.ones((1, length), np.int64))
             if no_deep is not None:
                 feeds["deepstack_embeds"] = ort.OrtValue.ortvalue_from_numpy(no_deep)
+            if not self.options.ignore_stop and self._stopped(tokens):
+                break
+        if hidden is not None and tokens:  # the last token's own state: its step never ran
+            hidden.append(session.run_with_ort_values([HIDDEN_OUTPUT], feeds, run_options)[0].numpy()[0])
         return tokens, logprobs
 
     def _stopped(self, tokens: list[int]) -> bool:
@@ -232,29 +342,50 @@ class OnnxPolicy:
     def generate(self, messages: list[dict], images: dict[str, np.ndarray]) -> Generation:
         """The next turn. Coordinates go through the backbone's convention both ways (policy.coords),
         as in HFPolicy: the model sees and writes its own convention, the agent gets internal pixels."""
-        from pixelis_ros.cota import format_call, parse_turn
-
         geometries = {ref: geometry(self.spec.arch, int(img.shape[1]), int(img.shape[0]), self.resize)
                       for ref, img in images.items()}
         model_messages = messages_to_model(messages, geometries, convention(self.spec.arch))
         enc = encode_prompt(self.processor, model_messages, {k: np.ascontiguousarray(v[..., :3]) for k, v in images.items()})
-        tokens, logprobs = self.decode(enc)
+        hidden = [] if self.heads is not None else None
+        tokens, logprobs = self.decode(enc, hidden=hidden)
         k = self.stop.stop_index(tokens)
         end = k if k is not None else len(tokens)
         reason = "length" if k is None else ("eos" if k < len(tokens) and tokens[k] in self.eos_ids else "stop")
         text = self.stop.cut(self.tokenizer.decode(tokens[:end], skip_special_tokens=True))
         gen = Generation(text=text, token_logprobs=logprobs[:end] if self.options.logprobs else None,
                          token_ids=tokens[:end], finish_reason=reason)
-        step = parse_turn(text)
-        if step.error is None and step.call is not None:
-            ref = step.call.arguments.get("image") if isinstance(step.call.arguments.get("image"), str) else "frame:-1"
-            arguments = convert_arguments(step.call.arguments, geometries, ref, to_model=False)
-            if arguments != step.call.arguments:
-                call = format_call(type(step.call)(step.call.name, arguments))
-                gen.raw_text = text
-                gen.text = re.sub(r"<tool_call>.*?</tool_call>", lambda m: f"<tool_call>\n{call}\n</tool_call>", text,
-                                  count=1, flags=re.DOTALL)
+        found = generated_call(text, geometries)
+        if found is None:
+            return gen
+        call, ref, arguments = found
+        if self.heads is not None:
+            gen.heads = self._heads_verdict(enc, image_refs(model_messages), ref, tokens[:end], hidden, geometries,
+                                            arguments)
+            if self.options.heads == "refine":
+                arguments = refine_arguments(arguments, gen.heads)
+        if arguments != call.arguments or gen.heads is not None:
+            gen.raw_text = text
+            gen.text = with_call(text, call, arguments)
         return gen
+
+    def _heads_verdict(self, enc, refs, ref, token_ids, hidden, geometries, arguments) -> dict:
+        """As HFPolicy._heads_verdict, on the decoder's hidden-state output and the numpy heads."""
+        g = lookup(geometries, ref)
+        if ref not in refs or g is None:
+            return {"error": f"the call names {ref}, which is not among the images shown ({refs})"}
+        position = call_token_position(self.tokenizer, token_ids)
+        if position is None:
+            return {"error": "no <tool_call> token in the generation"}
+        states = np.concatenate(hidden, axis=0)  # prompt rows, then one per generated token
+        prompt_len = enc["input_ids"].shape[1]
+        image_index = len(refs) - 1 - refs[::-1].index(ref)
+        grid, merge = enc["image_grid_thw"], self.spec.spatial_merge_size
+        rows, cols = int(grid[image_index][1]) // merge, int(grid[image_index][2]) // merge
+        token_positions = np.nonzero(enc["input_ids"][0] == self.text["image_token_id"])[0]
+        start = sum(int(t[1] * t[2]) // merge ** 2 for t in grid[:image_index])
+        keys = states[token_positions[start:start + rows * cols]]
+        pred = self.heads(states[prompt_len + position], keys, rows, cols)
+        return heads_verdict(pred, self.options.heads, ref, g.width, g.height, arguments, self.options.heads_min_iou)
 
 
 def load_onnx_policy(model_dir: str | Path, **options) -> OnnxPolicy:

@@ -70,13 +70,19 @@ def check_onnx_folder(folder: str | Path) -> dict:
         for data in entry.get("external_data", []):
             if not (folder / data).is_file():
                 raise OnnxFolderError(f"{folder / data} (external weights of {path.name}) is missing; {_fix(folder)}")
+    lora = manifest.get("lora") or {}
+    if lora.get("mode") == "adapters" and not (folder / lora.get("adapter_file", "")).is_file():
+        raise OnnxFolderError(f"{folder / lora.get('adapter_file', '?')} (the LoRA adapter exported with the decoder) "
+                              f"is missing; convert it again with `pixelis export adapter --onnx {folder} "
+                              f"--adapter ADAPTER_DIR --out {folder / lora.get('adapter_file', 'adapter.onnx_adapter')}`")
     return manifest
 
 
 def check_session_io(folder: Path, role: str, session, manifest: dict) -> None:
     """The session's input/output names are the ones recorded at export (and that the runtime feeds)."""
     entry = manifest["files"][role]
-    inputs = [i.name for i in session.get_inputs()]
+    # inputs with defaults (the LoRA matrices of an adapters export) are listed apart by ONNX Runtime
+    inputs = [i.name for i in session.get_inputs()] + [i.name for i in session.get_overridable_initializers()]
     outputs = [o.name for o in session.get_outputs()]
     if inputs != entry["inputs"] or outputs != entry["outputs"]:
         raise OnnxFolderError(f"{folder / entry['path']}: inputs {inputs} / outputs {outputs} differ from the manifest's "

@@ -10,8 +10,13 @@ differs from transformers' forward:
   embeddings at the ``<|image_pad|>`` positions (a gather driven by a running count of image
   tokens, so a decode step passes zero image rows), adds Qwen3-VL's deepstack features after the
   early layers the same way, and returns the logits of the last position only (what decoding
-  needs; the vocabulary projection of a long prompt is the biggest single cost otherwise).
+  needs; the vocabulary projection of a long prompt is the biggest single cost otherwise), the
+  KV cache, and the final-norm hidden state of every input position (the auxiliary heads' input;
+  the runtime fetches it only with heads on).
   The 3D rotary positions come in as an input (``onnx_inputs.rope_positions``).
+- LoRA as inputs (``--lora adapters``, see ``onnx_lora``): each targeted projection becomes
+  ``LoraInputLinear``, whose ``a``/``b`` matrices are decoder inputs appended after the KV cache
+  (and deepstack), so ONNX Runtime adapters can swap them per run.
 """
 
 from __future__ import annotations
@@ -88,12 +93,51 @@ def _scatter_rows(is_image: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return padded[index]
 
 
-class DecoderGraph(nn.Module):
-    """(input_ids, image rows, 3D positions, mask, past KV) -> (last logits, present KV)."""
+class LoraInputs:
+    """The current forward's LoRA matrices by module name; DecoderGraph fills it from its inputs.
 
-    def __init__(self, model: nn.Module, arch: str, image_token_id: int):
+    A plain object rather than module attributes: the tracer treats these as the graph inputs
+    they came from, where tensors stored on modules would be lifted to constants."""
+
+    def __init__(self):
+        self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+class LoraInputLinear(nn.Module):
+    """``base(x) + (x @ a) @ b`` with ``a`` ``(in, r)`` and ``b`` ``(r, out)`` (scaling folded into b)."""
+
+    def __init__(self, base: nn.Linear, name: str, inputs: LoraInputs):
+        super().__init__()
+        self.base = base
+        self.name = name
+        self.inputs = inputs
+
+    def forward(self, x):
+        a, b = self.inputs.tensors[self.name]
+        return self.base(x) + torch.matmul(torch.matmul(x, a), b)
+
+
+def install_lora_inputs(model: nn.Module, modules: list[str]) -> LoraInputs:
+    """Replace each named Linear of ``model`` with a LoraInputLinear reading one shared LoraInputs."""
+    inputs = LoraInputs()
+    for name in modules:
+        base = model.get_submodule(name)
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"{name} is {type(base).__name__}, not a Linear: LoRA inputs need plain projections")
+        model.set_submodule(name, LoraInputLinear(base, name, inputs))
+    return inputs
+
+
+class DecoderGraph(nn.Module):
+    """(input_ids, image rows, 3D positions, mask, past KV[, deepstack][, LoRA a/b]) ->
+    (last logits, present KV, last hidden state)."""
+
+    def __init__(self, model: nn.Module, arch: str, image_token_id: int, lora_modules: list[str] | None = None):
+        """``lora_modules``: modules whose LoRA a/b come as the last 2 * len inputs (a, b per module)."""
         super().__init__()
         self.model = model
+        self.lora_modules = list(lora_modules or [])
+        self.lora = install_lora_inputs(model, self.lora_modules) if self.lora_modules else None
         self.arch = arch
         self.image_token_id = image_token_id
         self.num_layers = model.config.text_config.num_hidden_layers
@@ -107,6 +151,9 @@ class DecoderGraph(nn.Module):
 
         lm = self.model.model.language_model
         past = past_and_deepstack[: 2 * self.num_layers]
+        if self.lora is not None:
+            tail = past_and_deepstack[len(past_and_deepstack) - 2 * len(self.lora_modules):]
+            self.lora.tensors = {m: (tail[2 * i], tail[2 * i + 1]) for i, m in enumerate(self.lora_modules)}
         is_image = input_ids[0] == self.image_token_id
         embeds = lm.embed_tokens(input_ids)
         embeds = torch.where(is_image[None, :, None], _scatter_rows(is_image, image_embeds)[None].to(embeds.dtype), embeds)
@@ -124,4 +171,4 @@ class DecoderGraph(nn.Module):
         present = []
         for layer in out.cache.layers:
             present += [layer.keys, layer.values]
-        return (logits, *present)
+        return (logits, *present, out.last_hidden_state)  # hidden states last: the heads' input

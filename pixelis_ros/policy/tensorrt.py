@@ -115,6 +115,8 @@ def _profile(folder_manifest: dict, role: str, options: TrtOptions) -> dict[str,
     for which, size in sizes.items():
         parts = []
         for n in names:
+            if n.startswith("lora."):  # LoRA matrices (--lora adapters) have static shapes: no profile needed
+                continue
             shape = [size[d] if isinstance(d, str) else d for d in dims[n]]
             parts.append(f"{n}:{'x'.join(str(s) for s in shape)}")
         out[f"trt_profile_{which}_shapes"] = ",".join(parts)
