@@ -151,7 +151,7 @@ def test_check_and_refine(trained, tmp_path, arch):
 
 
 def test_numpy_heads_equal_torch_heads(tmp_path):
-    from pixelis_ros.policy.heads_numpy import HeadsFileError, load_numpy_heads
+    from pixelis_ros.policy.heads_numpy import load_numpy_heads
 
     torch.manual_seed(0)
     heads = GroundingHeads(HeadsConfig(hidden_size=48, proj_dim=16, mlp_dim=32)).eval()
@@ -166,7 +166,7 @@ def test_numpy_heads_equal_torch_heads(tmp_path):
             assert mine["chosen"] == int(ref["chosen"][0])
             for key in ("pointer_logits", "box", "point"):
                 np.testing.assert_allclose(mine[key], ref[key][0].numpy(), atol=1e-5)
-    with pytest.raises(HeadsFileError, match="hidden size 48 but the model has 64"):
+    with pytest.raises(ModelFolderError, match="hidden size 48 but the model has 64"):
         load_numpy_heads(tmp_path, hidden_size=64)
 
 

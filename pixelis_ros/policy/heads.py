@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # file names and sizes are shared with the torch-free inference path (heads_numpy)
-from pixelis_ros.policy.heads_numpy import HEADS_CONFIG, HEADS_FILE, HeadsConfig
+from pixelis_ros.policy.heads_numpy import HEADS_CONFIG, HEADS_FILE, HeadsConfig, read_heads
 from pixelis_ros.policy.model_folder import ModelFolderError
 
 
@@ -162,26 +162,10 @@ def save_heads(heads: GroundingHeads, folder: str | Path) -> Path:
 
 def load_heads(folder: str | Path, hidden_size: int | None = None) -> GroundingHeads:
     """Heads saved by ``save_heads``; ``hidden_size`` is the backbone's, checked against the file."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    weights, config_path = folder / HEADS_FILE, folder / HEADS_CONFIG
-    for path in (weights, config_path):
-        if not path.is_file():
-            raise ModelFolderError(f"{path} is missing; train heads (SFT with the auxiliary loss) or set heads='off'")
-    try:
-        config = HeadsConfig(**json.loads(config_path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as e:
-        raise ModelFolderError(f"{config_path} is not a heads config ({e}); re-save the heads") from None
-    if hidden_size is not None and config.hidden_size != hidden_size:
-        raise ModelFolderError(f"{weights} was trained for hidden size {config.hidden_size} but the model has "
-                               f"{hidden_size}; use heads trained on this backbone or set heads='off'")
+    config, arrays = read_heads(folder, hidden_size)
+    weights, config_path = Path(folder) / HEADS_FILE, Path(folder) / HEADS_CONFIG
     heads = GroundingHeads(config)
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as e:
-        raise ModelFolderError(f"{weights} is not a readable safetensors file ({e})") from None
+    state = {name: torch.from_numpy(array) for name, array in arrays.items()}
     try:
         heads.load_state_dict(state)
     except RuntimeError as e:

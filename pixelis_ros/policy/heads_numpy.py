@@ -17,16 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from pixelis_ros.boxes import iou
-from pixelis_ros.policy.base import PolicyError
+from pixelis_ros.policy.model_folder import ModelFolderError
 
 HEADS_FILE = "heads.safetensors"
 HEADS_CONFIG = "heads_config.json"
 MODES = ("off", "check", "refine")
 """Heads at inference: off, check (flag calls whose box disagrees), refine (execute the heads' box)."""
-
-
-class HeadsFileError(PolicyError):
-    """Heads files missing or not matching the backbone (``heads.load_heads`` raises ModelFolderError)."""
 
 
 @dataclass(frozen=True)
@@ -100,8 +96,9 @@ class NumpyHeads:
                 "point": np.array([(ccx + p[0] * half) / cols, (ccy + p[1] * half) / rows], np.float32)}
 
 
-def load_numpy_heads(folder: str | Path, hidden_size: int | None = None) -> NumpyHeads:
-    """Heads saved by ``heads.save_heads``, for numpy inference; errors name the file and the fix."""
+def read_heads(folder: str | Path, hidden_size: int | None = None) -> tuple["HeadsConfig", dict[str, np.ndarray]]:
+    """The config and weights saved by ``heads.save_heads``, checked: a missing or unreadable file
+    and heads trained for another hidden size raise ModelFolderError naming the file and the fix."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -109,18 +106,24 @@ def load_numpy_heads(folder: str | Path, hidden_size: int | None = None) -> Nump
     weights, config_path = folder / HEADS_FILE, folder / HEADS_CONFIG
     for path in (weights, config_path):
         if not path.is_file():
-            raise HeadsFileError(f"{path} is missing; train heads (SFT with the auxiliary loss) or set heads='off'")
+            raise ModelFolderError(f"{path} is missing; train heads (SFT with the auxiliary loss) or set heads='off'")
     try:
         config = HeadsConfig(**json.loads(config_path.read_text(encoding="utf-8")))
     except (ValueError, TypeError) as e:
-        raise HeadsFileError(f"{config_path} is not a heads config ({e}); re-save the heads") from None
+        raise ModelFolderError(f"{config_path} is not a heads config ({e}); re-save the heads") from None
     if hidden_size is not None and config.hidden_size != hidden_size:
-        raise HeadsFileError(f"{weights} was trained for hidden size {config.hidden_size} but the model has "
-                             f"{hidden_size}; use heads trained on this backbone or set heads='off'")
+        raise ModelFolderError(f"{weights} was trained for hidden size {config.hidden_size} but the model has "
+                               f"{hidden_size}; use heads trained on this backbone or set heads='off'")
     try:
-        state = load_file(str(weights))
+        return config, load_file(str(weights))
     except (SafetensorError, OSError) as e:
-        raise HeadsFileError(f"{weights} is not a readable safetensors file ({e})") from None
+        raise ModelFolderError(f"{weights} is not a readable safetensors file ({e})") from None
+
+
+def load_numpy_heads(folder: str | Path, hidden_size: int | None = None) -> NumpyHeads:
+    """Heads saved by ``heads.save_heads``, for numpy inference; errors name the file and the fix."""
+    config, state = read_heads(folder, hidden_size)
+    weights, config_path = Path(folder) / HEADS_FILE, Path(folder) / HEADS_CONFIG
     h, p, k = config.hidden_size, config.proj_dim, config.neighbourhood
     feat = p + k * k * (p + 1)
     expected = {"norm.weight": (h,), "query.weight": (p, h), "key.weight": (p, h), "cell.weight": (p, h),
@@ -128,7 +131,7 @@ def load_numpy_heads(folder: str | Path, hidden_size: int | None = None) -> Nump
                 "point.0.weight": (config.mlp_dim, feat), "point.2.weight": (2, config.mlp_dim)}
     for name, shape in expected.items():
         if name not in state or tuple(state[name].shape) != shape:
-            raise HeadsFileError(f"{weights} does not match {config_path} ({name}: expected {shape}); re-save the heads")
+            raise ModelFolderError(f"{weights} does not match {config_path} ({name}: expected {shape}); re-save the heads")
     return NumpyHeads(config, state)
 
 
