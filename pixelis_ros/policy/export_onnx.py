@@ -127,6 +127,7 @@ def _export(module, args: tuple, path: Path, input_names, output_names, dynamic_
     import onnx_ir as ir
     import torch
 
+    module.eval()  # the graph wrappers are fresh nn.Modules, in training mode until told otherwise
     program = torch.onnx.export(module, args, dynamo=True, input_names=input_names, output_names=output_names,
                                 dynamic_shapes=dynamic_shapes, opset_version=config.opset, optimize=True,
                                 verbose=False)

@@ -58,7 +58,9 @@ class OnnxOptions:
     logprobs: bool = False
     """Return the log-probability of every generated token (RL, test-time RL)."""
     intra_op_threads: int = 0
-    """ONNX Runtime threads per op; 0 lets ONNX Runtime pick (one per physical core)."""
+    """ONNX Runtime threads per op; 0 lets ONNX Runtime pick (one per physical core). Decoding a
+    tiny or small model is latency-bound: on the 2-core development machine 1 thread decoded the
+    small preset at ~1000 tokens/s against ~620 with 2."""
     graph_optimization: str = "all"
     """ONNX Runtime graph optimisation level: disable, basic, extended or all."""
     ignore_stop: bool = False
