@@ -26,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -97,7 +96,7 @@ def bench_ingest(domain_id: int, seconds: float, tmp: Path) -> dict:
     with dds.DdsTransport(domain_id, config=dds.localhost_config()) as transport:
         sub = transport.subscribe_raw("/image", "sensor_msgs/msg/Image", lambda raw: arrivals.append(time.perf_counter()),
                                       dds.DEFAULT.replace(depth=1))
-        raw = _child_result(_spawn_camera(domain_id, 0, seconds), seconds + 60)
+        _child_result(_spawn_camera(domain_id, 0, seconds), seconds + 60)
         sub.close()
         raw_fps = _rate(arrivals)
 
