@@ -1,8 +1,8 @@
 """Simulator in the loop: `ros2 launch pixelis_ros sim.launch.py suite:=smoke oracle:=true`.
 
 Starts sim_node (camera, questions, scoring) and agent_node wired on the same topics in one
-namespace. The agent runs on simulation time stamps, so its stale-camera check is off and its
-image subscription is reliable (every frame of a clip counts).
+namespace. The agent runs on the simulation's /clock (use_sim_time) and its image subscription
+is reliable (every frame of a clip counts).
 """
 
 from pathlib import Path
@@ -48,7 +48,7 @@ def generate_launch_description() -> LaunchDescription:
             "model": ParameterValue(LaunchConfiguration("model"), value_type=str),
             "backend": ParameterValue(LaunchConfiguration("backend"), value_type=str),
             "accept_scripts": ParameterValue(LaunchConfiguration("oracle"), value_type=bool),
-            "image_reliability": "reliable", "max_frame_age_s": 0.0, "buffer_frames": 64,
+            "image_reliability": "reliable", "use_sim_time": True, "buffer_frames": 64,
         }],
     )
     return LaunchDescription([*args, sim, agent])

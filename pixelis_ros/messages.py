@@ -58,7 +58,9 @@ NS = 1_000_000_000
 
 
 def stamp_seconds(header) -> float:
-    return float(header.stamp.sec) + float(header.stamp.nanosec) * 1e-9
+    """Seconds of a Header's stamp (or of a Clock message's ``clock``)."""
+    stamp = header.clock if hasattr(header, "clock") else header.stamp
+    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
 
 
 def stamp_ns(header) -> int:

@@ -216,3 +216,21 @@ def test_node_serves_a_model_folder(tiny_models, scene):
     record = json.loads(outputs(published, "answer")[0].data)
     assert record["stop_reason"] == episode.stop_reason and len(record["trace"]["steps"]) == 1
     assert record["trace"]["steps"][0]["generate_ms"] > 0
+
+
+def test_sim_time_judges_frame_age(scene):
+    img, _, _, trace = scene
+    published = []
+    core = AgentNodeCore(AgentNodeConfig(trace=str(trace), use_sim_time=True), lambda t, m: published.append((t, m)))
+    core.activate()
+    try:
+        core.on_image(M.image_msg(img, 3.0, "sim_camera"))  # simulation seconds: decades "old" in wall time
+        core.on_clock(M.clock_msg(4.0))
+        assert core.now() == 4.0 and core.run_query("What does the sign say?").answer
+        core.on_clock(M.clock_msg(13.0))
+        core.on_query("What does the sign say?")
+    finally:
+        core.deactivate()
+    errors = [json.loads(m.data).get("error") for m in outputs(published, "answer")]
+    assert errors[-1] == "the newest camera frame is 10.00 s old (max_frame_age_s=2); is the camera running?"
+    assert M.stamp_seconds(outputs(published, "diagnostics")[-1].header) == 13.0

@@ -26,7 +26,7 @@ class Wire:
     def from_sim(self, topic, msg):
         self.log.append((topic, msg))
         handler = {"image": self.agent.on_image, "depth": self.agent.on_depth, "camera_info": self.agent.on_camera_info,
-                   "query": lambda m: self.agent.on_query(m.data)}.get(topic)
+                   "clock": self.agent.on_clock, "query": lambda m: self.agent.on_query(m.data)}.get(topic)
         if handler:
             handler(msg)
 
@@ -38,7 +38,7 @@ class Wire:
 @pytest.fixture
 def wired():
     wire = Wire()
-    wire.agent = AgentNodeCore(AgentNodeConfig(accept_scripts=True, max_frame_age_s=0, publish_annotated=False), wire.from_agent)
+    wire.agent = AgentNodeCore(AgentNodeConfig(accept_scripts=True, use_sim_time=True, publish_annotated=False), wire.from_agent)
     wire.sim = SimNodeCore(SimNodeConfig(suite="smoke", episodes=6, speed=0, oracle=True, answer_timeout_s=120), wire.from_sim)
     wire.agent.activate()
     yield wire

@@ -11,7 +11,8 @@ diagnostics, and the node keeps running.
 Time. Frame stamps are the camera's (ROS time, or simulation time). A frame stamped *earlier*
 than the newest buffered one means its source restarted (a simulation reset, a looping bag, a
 camera driver restart): like tf2, the node clears its buffer and starts a new history, counting
-a ``time_reset``. ``clock`` (wall time by default) only judges how stale the newest frame is;
+a ``time_reset``. ROS time (``now()``: ``clock``, wall time by default, or with ``use_sim_time``
+the latest ``/clock`` message) judges how stale the newest frame is and stamps diagnostics;
 latencies are measured on the monotonic clock.
 """
 
@@ -92,6 +93,7 @@ class AgentNodeCore:
         self.camera_k: np.ndarray | None = None
         self._depth: tuple[float, np.ndarray] | None = None
         self._frame_arrived = 0.0  # time.monotonic() when the newest frame reached the buffer
+        self._sim_time: float | None = None  # the latest /clock, with use_sim_time
         self._queries: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
         self.agent: Agent | None = None
@@ -147,6 +149,16 @@ class AgentNodeCore:
             return
         metres = depth.astype(np.float32) / 1000.0 if depth.dtype == np.uint16 else depth.astype(np.float32)
         self._depth = (M.stamp_seconds(msg.header), metres)
+
+    def on_clock(self, msg) -> None:
+        """rosgraph_msgs/Clock: the simulation's time (used with ``use_sim_time``)."""
+        self._sim_time = M.stamp_seconds(msg)
+
+    def now(self) -> float:
+        """ROS time: the simulation's (0 until the first /clock) with ``use_sim_time``, else ``clock()``."""
+        if self.config.use_sim_time:
+            return self._sim_time or 0.0
+        return self.clock()
 
     def on_camera_info(self, msg) -> None:
         self.camera_k = np.asarray(msg.k, np.float64).reshape(3, 3)
@@ -205,7 +217,7 @@ class AgentNodeCore:
         started = time.monotonic()
         received = received or started
         self.counters.last_queue_ms = (started - received) * 1000
-        self.counters.last_frame_age_ms = (self.clock() - frames[-1].stamp) * 1000
+        self.counters.last_frame_age_ms = (self.now() - frames[-1].stamp) * 1000
         self.counters.last_arrival_age_ms = (started - self._frame_arrived) * 1000
         agent = self.agent if script is None else Agent(ScriptedPolicy(script), self.agent.toolbox, self.agent.limits)
         episode = agent.run(text, frames)
@@ -260,7 +272,7 @@ class AgentNodeCore:
         frames = self.frames.snapshot()
         if len(frames) == 0:
             return "no camera frame has been received yet"
-        age = self.clock() - frames[-1].stamp
+        age = self.now() - frames[-1].stamp
         if self.config.max_frame_age_s and age > self.config.max_frame_age_s:
             return f"the newest camera frame is {age:.2f} s old (max_frame_age_s={self.config.max_frame_age_s:g}); is the camera running?"
         return None
@@ -278,4 +290,4 @@ class AgentNodeCore:
         c = self.counters
         level = 1 if c.last_error else 0  # WARN while an error is the latest news
         values = {**vars(c), "buffered_frames": len(self.frames), "queue": self._queries.qsize(), "ttrl": "off"}
-        self.publish("diagnostics", M.diagnostics_msg("pixelis_agent", level, c.last_error or "ok", values, self.clock()))
+        self.publish("diagnostics", M.diagnostics_msg("pixelis_agent", level, c.last_error or "ok", values, self.now()))

@@ -84,6 +84,9 @@ class AgentNodeConfig(NodeParameters):
     """Megabytes kept in the FrameBuffer."""
     max_frame_age_s: float = 2.0
     """A query is refused when the newest frame is older than this (stale camera); 0 = no limit."""
+    use_sim_time: bool = False
+    """ROS time comes from /clock (rosgraph_msgs/Clock), as for any ROS node in a simulation; it
+    judges frame age. rclpy declares this parameter itself."""
     max_steps: int = 8
     """Turns per episode."""
     max_query_chars: int = 2000

@@ -57,14 +57,16 @@ class AgentNode(LifecycleNode):
         super().__init__("pixelis_agent", **kwargs)
         docs = parameter_docs()
         for field in dataclasses.fields(AgentNodeConfig):
-            self.declare_parameter(field.name, field.default, ParameterDescriptor(description=docs.get(field.name, "")))
+            if field.name != "use_sim_time":  # every rclpy node declares it (and its clock follows /clock)
+                self.declare_parameter(field.name, field.default, ParameterDescriptor(description=docs.get(field.name, "")))
         self.declare_parameter("autostart", True, ParameterDescriptor(description="configure and activate on start"))
         self.core: AgentNodeCore | None = None
         self._pubs: dict = {}
         self._subs: list = []
 
     def _config(self) -> AgentNodeConfig:
-        names = [f.name for f in dataclasses.fields(AgentNodeConfig)]
+        names = [f.name for f in dataclasses.fields(AgentNodeConfig) if f.name != "use_sim_time"]
+        # use_sim_time stays false in the core: the clock it is given (this node's) follows /clock already.
         return AgentNodeConfig.from_parameters({n: self.get_parameter(n).value for n in names})
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -73,7 +75,7 @@ class AgentNode(LifecycleNode):
         except ConfigError as e:
             self.get_logger().error(str(e))
             return TransitionCallbackReturn.FAILURE
-        self.core = AgentNodeCore(config, self._publish)
+        self.core = AgentNodeCore(config, self._publish, clock=lambda: self.get_clock().now().nanoseconds / 1e9)
         self._pubs = {name: self.create_lifecycle_publisher(cls, name, 10) for name, cls in OUTPUTS.items()}
         image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                                reliability=ReliabilityPolicy.RELIABLE if config.image_reliability == "reliable"

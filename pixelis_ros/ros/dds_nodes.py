@@ -55,6 +55,8 @@ class DdsAgentNode:
             t.subscribe(resolve(ns, "query"), "std_msgs/msg/String", lambda msg: core.on_query(msg.data), dds.DEFAULT,
                         on_error=lambda exc, raw: core.on_bad_query(f"unreadable query message: {exc}")),
         ]
+        if core.config.use_sim_time:  # /clock is global in ROS: not namespaced
+            self.subscriptions.append(t.subscribe("/clock", "rosgraph_msgs/msg/Clock", core.on_clock, dds.DEFAULT.replace(depth=1)))
 
     def stop(self) -> None:
         for sub in self.subscriptions:

@@ -3,8 +3,8 @@
 This process runs the sim node; a child process (``python -m pixelis_ros node agent``) runs the
 agent node; they talk only over the ROS 2 wire on loopback (Cyclone DDS, ``localhost_config``),
 exactly as two ROS 2 nodes would. The agent is started with the parameters a simulation needs:
-reliable image QoS (a clip's frames all count), no stale-camera check (simulation time is not
-wall time), no annotated images. ``policy="oracle"`` sends each question with its expert trace
+reliable image QoS (a clip's frames all count), ROS time from the sim's ``/clock``
+(``use_sim_time``: frame stamps are simulation time), no annotated images. ``policy="oracle"`` sends each question with its expert trace
 (the agent replays it with the real tools: the loop's accuracy should then match ``pixelis sim
 bench --policy oracle``); otherwise ``policy`` is a model folder served by ``backend``.
 """
@@ -22,7 +22,7 @@ from pixelis_ros.node.config import ConfigError, SimNodeConfig
 from pixelis_ros.ros import dds
 from pixelis_ros.ros.dds_nodes import DdsSimNode
 
-AGENT_PARAMS = ("image_reliability:=reliable", "max_frame_age_s:=0", "publish_annotated:=false", "buffer_frames:=64")
+AGENT_PARAMS = ("image_reliability:=reliable", "use_sim_time:=true", "publish_annotated:=false", "buffer_frames:=64")
 
 
 def agent_command(domain: int, policy: str, backend: str) -> list[str]:
