@@ -74,7 +74,7 @@ def test_grid_inputs_match_transformers(grid):
 def test_rope_positions_match_get_rope_index(root):
     from transformers import AutoModelForImageTextToText
 
-    from pixelis_ros.policy.onnx import encode_prompt
+    from pixelis_ros.policy.prompt import encode_prompt
 
     model_dir, onnx_dir = exported(root, "qwen2_5_vl", "tiny")
     policy = load_policy("onnx", onnx_dir)
@@ -92,7 +92,7 @@ def test_lora_adapter_is_merged_before_export(root, tmp_path, capsys):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    from pixelis_ros.policy.onnx import encode_prompt
+    from pixelis_ros.policy.prompt import encode_prompt
 
     model_dir, _ = exported(root, "qwen2_5_vl", "tiny")
     base = AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True)

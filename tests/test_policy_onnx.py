@@ -40,7 +40,7 @@ def torch_greedy(model_dir, enc, n):
 @pytest.mark.parametrize("arch,preset", [("qwen2_5_vl", "tiny"), ("qwen3_vl", "tiny"), ("qwen2_5_vl", "small"),
                                          ("qwen3_vl", "small")])
 def test_greedy_tokens_equal_transformers_generate(root, arch, preset):
-    from pixelis_ros.policy.onnx import encode_prompt
+    from pixelis_ros.policy.prompt import encode_prompt
 
     model_dir, onnx_dir = exported(root, arch, preset)
     policy = load_policy("onnx", onnx_dir, max_new_tokens=48, ignore_stop=True, providers=["CPUExecutionProvider"])
@@ -105,7 +105,7 @@ def test_cuda_ep_parity(root):
 
     if "CUDAExecutionProvider" not in ort.get_available_providers() or not torch.cuda.is_available():
         pytest.skip("CUDA EP parity needs onnxruntime-gpu and an NVIDIA GPU (none here)")
-    from pixelis_ros.policy.onnx import encode_prompt
+    from pixelis_ros.policy.prompt import encode_prompt
 
     model_dir, onnx_dir = exported(root, "qwen3_vl", "tiny")
     policy = load_policy("onnx", onnx_dir, max_new_tokens=24, ignore_stop=True,

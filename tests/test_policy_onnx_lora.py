@@ -86,7 +86,7 @@ def test_adapter_active_and_inactive_equal_the_torch_policy(lora_exports, arch):
     same_turn(ours.generate(MESSAGES, FRAMES), base.generate(MESSAGES, FRAMES))
 
     # the adapter matters: with stops ignored, 16 tokens with and without it differ
-    from pixelis_ros.policy.onnx import encode_prompt
+    from pixelis_ros.policy.prompt import encode_prompt
 
     raw = load_policy("onnx", onnx_dir, max_new_tokens=NEW, ignore_stop=True)
     enc = encode_prompt(raw.processor, MESSAGES, FRAMES)

@@ -11,6 +11,7 @@ then prints the loop's summary.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import threading
@@ -34,7 +35,7 @@ def _override(text: str) -> tuple[str, object]:
 
 def node_config(cls: type[NodeParameters], params_file: str | None, overrides: list[tuple[str, object]]) -> NodeParameters:
     config = cls.from_yaml(params_file) if params_file else cls()
-    return cls.from_parameters({**{f: getattr(config, f) for f in config.__dataclass_fields__}, **dict(overrides)})
+    return cls.from_parameters({**dataclasses.asdict(config), **dict(overrides)})
 
 
 def default_domain() -> int:

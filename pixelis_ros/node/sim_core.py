@@ -168,9 +168,9 @@ class SimNodeCore:
 
     def play(self, index: int, task: Task) -> dict:
         """Stream one task, ask its question, wait for the answer and score it."""
-        with self._lock:
-            frames = list(task.frames) if len(task.frames) > 1 else \
-                [Frame(task.frames[0].image, k * self._period(), "", task.frames[0].depth) for k in range(self.config.still_frames)]
+        first = task.frames[0]
+        frames = list(task.frames) if len(task.frames) > 1 else \
+            [Frame(first.image, k * self._period(), "", first.depth) for k in range(self.config.still_frames)]
         previous = None
         for frame in frames:
             if previous is not None and self.config.speed > 0:
@@ -201,14 +201,10 @@ class SimNodeCore:
 
     def _hit(self, task: Task, action: dict | None) -> bool:
         """Acting success in the view the camera has now (gaze may have moved it)."""
-        if self.camera == self._world.scene.camera:
+        if self.camera == self._world.scene.camera or not action:
             return task.hit(action)
-        if not action or "point_2d" not in action:
-            return False
         render = self._world.render(task.frames[-1].stamp, self.camera, depth=False, boxes=True)
-        x, y = action["point_2d"]
-        boxes = [render.boxes.get(n) for n in task.targets]
-        return any(b is not None and b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in boxes)
+        return task.hit(action, [render.boxes.get(n) for n in task.targets])
 
     # --- helpers ---------------------------------------------------------------------------------
     def _period(self) -> float:

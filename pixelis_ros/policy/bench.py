@@ -62,7 +62,7 @@ def run_torch(model_dir: Path, new_tokens: int, repeats: int, device: str) -> di
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from transformers.generation.streamers import BaseStreamer
 
-    from pixelis_ros.policy.onnx import encode_prompt
+    from pixelis_ros.policy.prompt import encode_prompt
 
     processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32).eval().to(device)
@@ -95,7 +95,8 @@ def run_torch(model_dir: Path, new_tokens: int, repeats: int, device: str) -> di
 
 
 def run_onnx(onnx_dir: Path, new_tokens: int, repeats: int, providers: list[str], threads: int) -> dict:
-    from pixelis_ros.policy.onnx import encode_prompt, load_onnx_policy
+    from pixelis_ros.policy.onnx import load_onnx_policy
+    from pixelis_ros.policy.prompt import encode_prompt
 
     policy = load_onnx_policy(onnx_dir, providers=providers, max_new_tokens=new_tokens, ignore_stop=True,
                               intra_op_threads=threads)

@@ -87,6 +87,13 @@ class ResizeRule:
     max_pixels: int
     """Largest resized area."""
 
+    @classmethod
+    def of(cls, image_processor) -> "ResizeRule":
+        """The rule of a Qwen-VL image processor (a released checkpoint's ``min_pixels``/``max_pixels``
+        arrive as ``size`` shortest/longest edge in transformers 5)."""
+        ip = image_processor
+        return cls(ip.patch_size * ip.merge_size, ip.size["shortest_edge"], ip.size["longest_edge"])
+
 
 def geometry(arch: str, width: int, height: int, rule: ResizeRule) -> Geometry:
     if convention(arch) == "relative":

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from pixelis_ros.policy.base import Generation, PolicyError
-from pixelis_ros.policy.coords import Geometry, ResizeRule, convention, generated_call, geometry, lookup, messages_to_model, \
-    with_call
+from pixelis_ros.policy.coords import Geometry, ResizeRule, convention, generated_call, lookup, with_call
 from pixelis_ros.policy.heads import load_heads
 from pixelis_ros.policy.heads_numpy import HEADS_FILE, MODES, call_token_position, heads_verdict, refine_arguments
 from pixelis_ros.policy.model_folder import ModelFolderError, check_model_folder
+from pixelis_ros.policy.prompt import geometries, model_prompt
 from pixelis_ros.policy.stopping import STOP_STRINGS, StopRule, stopping_criteria
 from pixelis_ros.policy.tokenizer import missing_tokens
 
@@ -88,9 +88,7 @@ class HFPolicy:
         self.eos_ids = tuple(dict.fromkeys(eos))
         self.pad_id = gen.pad_token_id if gen.pad_token_id is not None else self.eos_ids[0]
         self.stop = StopRule(self.tokenizer, self.eos_ids, tuple(options.stop_strings))
-        ip = self.processor.image_processor
-        size = ip.size
-        self.resize = ResizeRule(ip.patch_size * ip.merge_size, size["shortest_edge"], size["longest_edge"])
+        self.resize = ResizeRule.of(self.processor.image_processor)
         self.convention = convention(self.arch)
         self.active_adapter: str | None = None
         if options.adapter:
@@ -193,21 +191,12 @@ class HFPolicy:
     # --- prompt ---------------------------------------------------------------------------------
 
     def geometries(self, images: dict[str, np.ndarray]) -> dict[str, Geometry]:
-        return {ref: geometry(self.arch, int(img.shape[1]), int(img.shape[0]), self.resize) for ref, img in images.items()}
+        return geometries(self.arch, images, self.resize)
 
     def prepare(self, messages: list[dict], images: dict[str, np.ndarray]):
         """Processor inputs for ``messages``; returns ``(inputs, image_refs_in_order, geometries)``."""
-        refs = [part["image"] for msg in messages for part in (msg.get("content") or [])
-                if isinstance(part, dict) and part.get("type") == "image"]
-        unknown = [r for r in refs if r not in images]
-        if unknown:
-            raise PolicyError(f"the messages show image(s) {unknown} that are not in images ({sorted(images)})")
-        geometries = self.geometries(images)
-        model_messages = messages_to_model(messages, geometries, self.convention)
-        text = self.processor.apply_chat_template(model_messages, tokenize=False, add_generation_prompt=True)
-        arrays = [np.ascontiguousarray(images[r][..., :3]) for r in refs]
-        inputs = self.processor(text=[text], images=arrays or None, return_tensors="pt")
-        return inputs.to(self.options.device), refs, geometries
+        inputs, refs, geoms = model_prompt(self.processor, self.arch, self.resize, messages, images, "pt")
+        return inputs.to(self.options.device), refs, geoms
 
     def logits(self, messages: list[dict], images: dict[str, np.ndarray], continuation: list[int] | None = None) -> torch.Tensor:
         """Logits ``[T, V]`` of the prompt (+ ``continuation`` token ids) under the active adapter;

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from pixelis_ros.policy.base import Generation, PolicyError
-from pixelis_ros.policy.coords import ResizeRule, convention, generated_call, geometry, lookup, messages_to_model, \
-    with_call
+from pixelis_ros.policy.coords import ResizeRule, generated_call, lookup, with_call
 from pixelis_ros.policy.heads_numpy import MODES, call_token_position, heads_verdict, load_numpy_heads, refine_arguments
+from pixelis_ros.policy.prompt import model_prompt
 from pixelis_ros.policy.stopping import STOP_STRINGS, StopRule
 from pixelis_ros.policy.onnx_folder import check_onnx_folder, check_session_io
 from pixelis_ros.policy.onnx_inputs import VisionSpec, rope_positions, vision_inputs
@@ -113,31 +113,6 @@ def session_options(options: OnnxOptions):
     return so
 
 
-def image_refs(messages: list[dict]) -> list[str]:
-    """Every image placeholder, in the order the chat template emits them."""
-    return [part.get("image") for msg in messages
-            for part in (msg.get("content", []) if isinstance(msg.get("content"), list) else [])
-            if isinstance(part, dict) and part.get("type") == "image"]
-
-
-def ordered_images(messages: list[dict], images: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """The pixels of every image placeholder, in the order the chat template emits them."""
-    out = []
-    for ref in image_refs(messages):
-        if ref not in images:
-            raise PolicyError(f"the messages name image {ref!r} but no pixels were given for it")
-        out.append(np.asarray(images[ref]))
-    return out
-
-
-def encode_prompt(processor, messages: list[dict], images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """input_ids (+ pixel_values, image_grid_thw) for the next assistant turn, as numpy."""
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    pixels = ordered_images(messages, images)
-    enc = processor(text=[prompt], images=pixels or None, return_tensors="np")
-    return {k: np.asarray(v) for k, v in enc.items()}
-
-
 class OnnxPolicy:
     """Vision + decoder ONNX graphs behind the Policy protocol."""
 
@@ -176,8 +151,7 @@ class OnnxPolicy:
         eos = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>"), tok.eos_token_id]
         self.eos_ids = tuple(dict.fromkeys(i for i in eos if isinstance(i, int) and i >= 0))
         self.stop = StopRule(tok, self.eos_ids, STOP_STRINGS)
-        ip = self.processor.image_processor
-        self.resize = ResizeRule(ip.patch_size * ip.merge_size, ip.size["shortest_edge"], ip.size["longest_edge"])
+        self.resize = ResizeRule.of(self.processor.image_processor)
         self.rng = np.random.default_rng(options.seed)
         self._init_lora()
         if options.heads not in MODES:
@@ -344,10 +318,7 @@ class OnnxPolicy:
     def generate(self, messages: list[dict], images: dict[str, np.ndarray]) -> Generation:
         """The next turn. Coordinates go through the backbone's convention both ways (policy.coords),
         as in HFPolicy: the model sees and writes its own convention, the agent gets internal pixels."""
-        geometries = {ref: geometry(self.spec.arch, int(img.shape[1]), int(img.shape[0]), self.resize)
-                      for ref, img in images.items()}
-        model_messages = messages_to_model(messages, geometries, convention(self.spec.arch))
-        enc = encode_prompt(self.processor, model_messages, {k: np.ascontiguousarray(v[..., :3]) for k, v in images.items()})
+        enc, refs, geometries = model_prompt(self.processor, self.spec.arch, self.resize, messages, images)
         hidden = [] if self.heads is not None else None
         tokens, logprobs = self.decode(enc, hidden=hidden)
         k = self.stop.stop_index(tokens)
@@ -361,7 +332,7 @@ class OnnxPolicy:
             return gen
         call, ref, arguments = found
         if self.heads is not None:
-            gen.heads = self._heads_verdict(enc, image_refs(model_messages), ref, tokens[:end], hidden, geometries,
+            gen.heads = self._heads_verdict(enc, refs, ref, tokens[:end], hidden, geometries,
                                             arguments)
             if self.options.heads == "refine":
                 arguments = refine_arguments(arguments, gen.heads)

@@ -109,8 +109,7 @@ class PixelisSimEnv(gymnasium.Env):
         if int(action["commit"]):
             render = self._render(boxes=True)
             x, y = np.clip(np.asarray(action["point"], np.float64), 0.0, 1.0) * (self.width, self.height)
-            boxes = [render.boxes.get(n) for n in self.task.targets]
-            hit = any(b is not None and b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in boxes)
+            hit = self.task.hit({"point_2d": (x, y)}, [render.boxes.get(n) for n in self.task.targets])
             reward, terminated = (1.0 if hit else 0.0), True
         else:
             pan, tilt, zoom = np.clip(np.asarray(action["gaze"], np.float64), -1.0, 1.0) * GAZE_SCALE

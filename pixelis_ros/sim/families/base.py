@@ -60,12 +60,15 @@ class Task:
     def is_correct(self, answer: str | None) -> bool:
         return answers_match(answer, self.answer, self.tolerance)
 
-    def hit(self, action: dict | None) -> bool:
-        """Whether an episode's action points inside one of the acting targets."""
+    def hit(self, action: dict | None, boxes: list | None = None) -> bool:
+        """Whether an episode's action points inside one of the acting targets: their boxes in
+        the task's last frame, or ``boxes`` (the targets seen from where the camera looks now;
+        None entries are targets out of view)."""
         if not action or "point_2d" not in action:
             return False
         x, y = action["point_2d"]
-        return any(b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in self.target_boxes)
+        boxes = self.target_boxes if boxes is None else boxes
+        return any(b is not None and b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in boxes)
 
 
 def normalise(text: str | None) -> str:
