@@ -9,7 +9,7 @@ STAMP := $(VENV)/.pixelis-installed
 # Tests run on the CPU; keep the BLAS/torch thread pools to the 2 cores we plan for.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench model table clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,22 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The bundled model from scratch on this CPU (wall time in its model card): the train suite's
+# episodes, a tokenizer and random weights, SFT, then the folder with its card.
+TRAIN_EPISODES ?= 4000
+model: setup
+	$(VENV)/bin/pixelis sim export --suite train --episodes $(TRAIN_EPISODES) --out data/train --json
+	$(VENV)/bin/pixelis model build --arch qwen3_vl --preset small --corpus data/train --out out/model/pixelis-small-init --json
+	$(VENV)/bin/pixelis train sft --config training/configs/sft_small.yaml --set max_episodes=$(TRAIN_EPISODES) --json
+	$(VENV)/bin/pixelis train bundle --run out/sft/small --out models/pixelis-small --json
+
+# The results table of the model card (needs `make model` first): the two baselines train here.
+table: setup
+	$(VENV)/bin/pixelis train sft --config training/configs/sft_small_notools.yaml --set max_episodes=$(TRAIN_EPISODES) --json
+	$(VENV)/bin/pixelis train sft --config training/configs/sft_small_ablation.yaml --set max_episodes=$(TRAIN_EPISODES) --json
+	$(VENV)/bin/pixelis train table --out out/table --json
+	$(VENV)/bin/pixelis train bundle --run out/sft/small --out models/pixelis-small --table out/table/table.md --json
 
 bench: setup
 	$(VENV)/bin/pixelis bench tools --json

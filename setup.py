@@ -13,7 +13,7 @@ def data_files():
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
     ]
-    for folder in ("launch", "config", "sim"):
+    for folder in ("launch", "config", "sim", "models"):
         by_dir: dict[str, list[str]] = {}
         for p in sorted(Path(folder).rglob("*")):
             if p.is_file():
@@ -31,7 +31,7 @@ EXTRAS = {
     # world.py reaches into mujoco.Renderer's private GL context: keep the major version known.
     "sim": ["mujoco>=3.2,<5", "gymnasium>=1.0,<2"],
     "training": ["torch==2.14.1", "torchvision==0.29.1", "transformers>=5.2", "peft>=0.17", "trl>=1.16",
-                 "accelerate>=1.10", "datasets>=3.0", "tokenizers>=0.21", "safetensors>=0.4"],
+                 "accelerate>=1.10", "datasets>=3.0", "tokenizers>=0.21", "safetensors>=0.4", "matplotlib>=3.7"],
     # torch.onnx.export(dynamo=True) needs onnxscript; the runtime needs only onnxruntime (+ the processor's deps).
     "export": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.18"],
     # ros/dds.py relies on how cyclonedds 11.0.1 calls serialize/deserialize: pinned exactly.

@@ -15,9 +15,11 @@ def generate_launch_description() -> LaunchDescription:
     args = [
         DeclareLaunchArgument("params_file", default_value=str(share / "config" / "agent.yaml"),
                               description="YAML parameter file (defaults: config/agent.yaml)"),
-        DeclareLaunchArgument("model", default_value="", description="local model folder for the policy"),
+        DeclareLaunchArgument("model", default_value=str(share / "models" / "pixelis-small"),
+                              description="local model folder for the policy (default: the bundled pixelis-small; "
+                                          "its ONNX export is made on first use for backend:=onnx)"),
         DeclareLaunchArgument("backend", default_value="torch", description="policy backend: torch, onnx or tensorrt"),
-        DeclareLaunchArgument("trace", default_value="", description="CoTA script for the ScriptedPolicy (no model)"),
+        DeclareLaunchArgument("trace", default_value="", description="CoTA script replayed instead of the model"),
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw", description="camera image topic"),
         DeclareLaunchArgument("ttrl", default_value="false", description="test-time RL (not built yet: keep false)"),
     ]

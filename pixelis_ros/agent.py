@@ -17,6 +17,7 @@ from pixelis_ros.cota import format_response, format_turn, parse_turn, to_messag
 from pixelis_ros.episode import Episode, StepRecord
 from pixelis_ros.frames import FrameBuffer, Frames
 from pixelis_ros.policy.base import Policy
+from pixelis_ros.policy.profile import PromptProfile
 from pixelis_ros.tools.base import ToolContext, ToolResult
 from pixelis_ros.tools.toolbox import Toolbox
 
@@ -65,8 +66,10 @@ class Agent:
         if hasattr(self.policy, "reset"):
             self.policy.reset()
         ctx = ToolContext(frames=frames)
-        messages = to_messages(query, [], self.toolbox.schemas())
-        images = {"frame:-1": frames[-1].image}
+        profile = getattr(self.policy, "profile", None) or PromptProfile()
+        shown = profile.query_images(len(frames))
+        messages = to_messages(query, [], self.toolbox.schemas(), images=shown)
+        images = {ref: frames[0 if ref == "frame:0" else -1].image for ref in shown}
         pixels = 0
         for _ in range(self.limits.max_steps):
             t = time.monotonic()

@@ -51,7 +51,8 @@ def add_bag_commands(sub) -> None:
     p.add_argument("--bag", required=True, help="a rosbag2 folder (or a bare .mcap / .db3 file)")
     p.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
     p.add_argument("--query", required=True)
-    p.add_argument("--trace", help="a CoTA script replayed by the ScriptedPolicy (overrides the params file's)")
+    p.add_argument("--trace", help="a CoTA script replayed by the ScriptedPolicy (overrides the params file's; "
+                                   "default: the params file's model, else the bundled model)")
     p.add_argument("--params", help="agent parameters (config/agent.yaml layout); stale-camera check is off")
     p.add_argument("--query-at", type=_query_at, default="end",
                    help="'end' (default: after the last message) or seconds from the bag start")

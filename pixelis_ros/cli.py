@@ -19,6 +19,7 @@ from pixelis_ros.node.cli import USAGE_ERRORS as NODE_USAGE_ERRORS, add_node_com
 from pixelis_ros.policy.cli import USAGE_ERRORS as MODEL_USAGE_ERRORS, add_model_commands
 from pixelis_ros.policy.export_cli import USAGE_ERRORS as EXPORT_USAGE_ERRORS, add_export_commands, add_policy_bench
 from pixelis_ros.sim.cli import USAGE_ERRORS as SIM_USAGE_ERRORS, add_sim_commands
+from pixelis_ros.training.cli import USAGE_ERRORS as TRAIN_USAGE_ERRORS, add_train_commands
 
 
 class UsageError(ValueError):
@@ -89,17 +90,31 @@ def cmd_tools(args) -> dict:
     return result.data | {"ms": result.ms}
 
 
+def _run_policy(args):
+    """A ScriptedPolicy for ``--trace``, else the model folder (default: the bundled model)."""
+    if args.trace:
+        from pixelis_ros.policy.scripted import ScriptedPolicy
+
+        try:
+            return ScriptedPolicy(Path(args.trace).read_text())
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read trace {args.trace}: {e}") from None
+    from pixelis_ros.policy.base import PolicyError
+    from pixelis_ros.policy.bundled import default_model
+    from pixelis_ros.policy.registry import load_policy
+
+    try:
+        return load_policy(args.backend, args.model or default_model(args.backend))
+    except (PolicyError, OSError) as e:
+        raise UsageError(f"--model {args.model or 'the bundled model'} (backend {args.backend}): {e}") from None
+
+
 def cmd_run(args) -> dict:
     from pixelis_ros.agent import Agent
-    from pixelis_ros.policy.scripted import ScriptedPolicy
     from pixelis_ros.render import render_episode, save_rgb
 
     frames = _load(args)
-    try:
-        script = Path(args.trace).read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read trace {args.trace}: {e}") from None
-    episode = Agent(ScriptedPolicy(script)).run(args.query, frames)
+    episode = Agent(_run_policy(args)).run(args.query, frames)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record = episode.to_json()
@@ -168,10 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--value", help="colour name / r,g,b, or the text to find")
         p.set_defaults(func=cmd_tools)
 
-    p = sub.add_parser("run", help="run the agent on an image or video with a scripted CoTA trace")
+    p = sub.add_parser("run", help="run the agent on an image or video (the bundled model, a model folder or a script)")
     _add_inputs(p)
     p.add_argument("--query", required=True)
-    p.add_argument("--trace", required=True, help="a CoTA trace file replayed by the ScriptedPolicy")
+    p.add_argument("--trace", help="a CoTA trace file replayed by the ScriptedPolicy instead of a model")
+    p.add_argument("--model", help="a model folder (default: the bundled models/pixelis-small)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "tensorrt"], help="backend serving the model")
     p.add_argument("--out", default="out/run", help="folder for trace.json and annotated.png")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
@@ -210,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_node_commands(sub)
     add_model_commands(sub)
     add_export_commands(sub)
+    add_train_commands(sub)
     return parser
 
 
@@ -229,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except (UsageError, MediaError, ImageDecodeError, *SIM_USAGE_ERRORS, *BAG_USAGE_ERRORS, *NODE_USAGE_ERRORS,
-            *MODEL_USAGE_ERRORS, *EXPORT_USAGE_ERRORS) as e:
+            *MODEL_USAGE_ERRORS, *EXPORT_USAGE_ERRORS, *TRAIN_USAGE_ERRORS) as e:
         if getattr(args, "json", False):
             print(json.dumps({"error": str(e)}))
         else:

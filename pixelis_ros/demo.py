@@ -6,6 +6,10 @@ right, seed 0 gives "RMP 81"); after the zoom it reads 10/10, so the chain of pi
 is what makes the answer reliable. The policy is the ScriptedPolicy (a replayed trace, not a model); the
 tools are the real ones. The demo also reads the whole frame without zooming, to show the
 difference.
+
+Then the simulator in the loop: the bundled model (``models/pixelis-small``, trained by SFT on the
+simulator) answers one episode of each task family, choosing its own tools and boxes, with each
+episode's annotated image and trace written out beside the expert's answer.
 """
 
 from __future__ import annotations
@@ -88,20 +92,24 @@ def run_demo(out_dir: str | Path, seed: int = 0, sim: bool = True) -> dict:
     }
 
 
-def run_sim_demo(out_dir: str | Path, suite: str = "smoke") -> dict:
-    """One oracle episode per task family of a simulator suite: annotated image and trace each."""
-    from pixelis_ros.sim.bench import oracle
+def run_sim_demo(out_dir: str | Path, suite: str = "smoke", model: str | Path | None = None, backend: str = "torch") -> dict:
+    """One episode per task family of a simulator suite, answered by ``model`` (default: the bundled
+    model): annotated image and trace each."""
+    from pixelis_ros.policy.bundled import default_model
+    from pixelis_ros.policy.registry import load_policy
     from pixelis_ros.sim.suites import iter_tasks, load_suite
 
     out = Path(out_dir)
     summary = {}
+    policy = load_policy(backend, model or default_model(backend))
     toolbox = Toolbox()  # one set of tools (and one OCR engine) for every episode
     for task in iter_tasks(load_suite(suite)):
-        episode = Agent(oracle(task), toolbox).run(task.question, task.frames)
+        episode = Agent(policy, toolbox).run(task.question, task.frames)
         folder = out / task.id
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "trace.json").write_text(json.dumps(episode.to_json(), indent=2, ensure_ascii=False) + "\n")
         save_rgb(folder / "annotated.png", render_episode(episode, task.frames))
         summary[task.id] = {"question": task.question, "answer": episode.answer, "truth": task.answer,
-                            "correct": task.is_correct(episode.answer), "target_hit": task.hit(episode.action)}
+                            "correct": task.is_correct(episode.answer), "target_hit": task.hit(episode.action),
+                            "operations": [r.turn.call.name for r in episode.records if r.turn.call is not None]}
     return summary

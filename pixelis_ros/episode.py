@@ -43,6 +43,8 @@ class StepRecord:
             out["error"] = self.turn.error
         if self.turn.response is not None:
             out["response"] = json.loads(self.turn.response)
+        if self.result is not None and self.result.error is None and self.result.model_keys is not None:
+            out["data"] = self.result.data  # the tool's full output; the response showed part of it
         if self.image_refs:
             out["images"] = self.image_refs
         if self.raw_text is not None:

@@ -93,5 +93,7 @@ def test_time_budget_stops_long_tools():
     script = call("temporal", predicate="text", value="17") + call("track", bbox_2d=[10, 10, 60, 60]) + "<answer>-</answer>"
     record = Agent(ScriptedPolicy(script), toolbox).run("when?", frames).to_json()
     assert "temporal text scan ran out of its time budget" in record["steps"][0]["response"]["error"]
-    track = record["steps"][1]["response"]
-    assert "stopped_early" in track and track["boxes"][-1] is None and "over_budget" in track
+    track = record["steps"][1]
+    assert "stopped_early" in track["response"] and "over_budget" in track["response"]
+    # The model sees the net motion; the trace keeps the per-frame boxes.
+    assert "boxes" not in track["response"] and track["data"]["boxes"][-1] is None

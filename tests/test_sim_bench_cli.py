@@ -23,7 +23,7 @@ def test_sim_bench_contract_oracle_and_no_tool():
     floor = pixelis("sim", "bench", "--suite", "smoke", "--policy", "noTool", "--episodes", "6", "--json")
     assert all(r["mean_chain_length"] == 0 and r["acting_success"] == 0 for r in floor["families"].values())
     error = pixelis("sim", "bench", "--suite", "smoke", "--policy", "models/none", "--json", ok=False)["error"]
-    assert error == "--policy 'models/none': not 'oracle', 'noTool' or a model folder"
+    assert error == "--policy 'models/none': not 'model', 'oracle', 'noTool' or a model folder"
 
 
 def test_sim_bench_serves_a_model_folder(tiny_models, tmp_path):

@@ -62,24 +62,24 @@ class Counters:
 
 
 def build_policy(config: AgentNodeConfig):
-    """The policy the node serves: a model folder through its backend, else a ScriptedPolicy
-    replaying ``config.trace`` (demos), else none when every query brings its own script."""
-    if config.model:
-        from pixelis_ros.policy.base import PolicyError
-        from pixelis_ros.policy.registry import load_policy
-
+    """The policy the node serves: a ScriptedPolicy replaying ``config.trace`` (demos, tests), else
+    the model folder through its backend (default: the bundled model), else none when only queries
+    that bring their own script are served (``accept_scripts`` and no model)."""
+    if config.trace:
         try:
-            return load_policy(config.backend, config.model)
-        except (PolicyError, OSError, ImportError) as e:
-            raise ConfigError(f"parameter 'model' ({config.model}, backend {config.backend}): {e}") from None
-    if not config.trace:
-        if config.accept_scripts:
-            return None
-        raise ConfigError("set parameter 'trace' (a CoTA script) or 'model' (a model folder)")
+            return ScriptedPolicy(Path(config.trace).read_text())
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"parameter 'trace': cannot read {config.trace}: {getattr(e, 'strerror', None) or e}") from None
+    if config.accept_scripts and not config.model:
+        return None
+    from pixelis_ros.policy.base import PolicyError
+    from pixelis_ros.policy.bundled import default_model
+    from pixelis_ros.policy.registry import load_policy
+
     try:
-        return ScriptedPolicy(Path(config.trace).read_text())
-    except OSError as e:
-        raise ConfigError(f"parameter 'trace': cannot read {config.trace}: {e.strerror or e}") from None
+        return load_policy(config.backend, config.model or default_model(config.backend))
+    except (PolicyError, OSError, ImportError) as e:
+        raise ConfigError(f"parameter 'model' ({config.model or 'the bundled model'}, backend {config.backend}): {e}") from None
 
 
 class AgentNodeCore:

@@ -71,11 +71,13 @@ class AgentNodeConfig(NodeParameters):
     NODE = "pixelis_agent"
 
     model: str = ""
-    """Local model folder for the policy (``pixelis model build`` or ``pixelis export onnx`` output); empty = none."""
+    """Local model folder for the policy (a trained model folder, or ``pixelis export onnx`` output);
+    empty = the bundled ``models/pixelis-small`` (its ONNX export, cached on first use, for onnx),
+    or no model when ``accept_scripts`` is on (every query brings its script)."""
     backend: str = "torch"
     """Policy backend for ``model``: torch, onnx or tensorrt."""
     trace: str = ""
-    """A CoTA script replayed by the ScriptedPolicy when no model is given (demos, tests)."""
+    """A CoTA script replayed by the ScriptedPolicy instead of the model (demos, tests); wins over ``model``."""
     image_reliability: str = "best_effort"
     """QoS reliability of the image subscription: best_effort (sensor data) or reliable."""
     buffer_frames: int = 300

@@ -130,6 +130,17 @@ def convert_arguments(arguments: dict, geometries: dict[str, Geometry], default_
     return walk(arguments, default_ref)
 
 
+def box_image(name: str, arguments) -> str:
+    """The image a call's box is given in: its ``image`` argument, else (``track``) its start
+    frame, else the newest frame."""
+    if not isinstance(arguments, dict):
+        return "frame:-1"
+    for key in ("image", "start") if name == "track" else ("image",):
+        if isinstance(arguments.get(key), str):
+            return arguments[key]
+    return "frame:0" if name == "track" else "frame:-1"
+
+
 def lookup(geometries: dict[str, Geometry], ref: str) -> Geometry | None:
     """The geometry of ``ref``; frames of one stream share a size, so ``frame:*`` falls back to
     ``frame:-1``."""
@@ -180,7 +191,7 @@ def messages_to_model(messages: list[dict], geometries: dict[str, Geometry], con
 
             def call(obj):
                 args = obj.get("arguments")
-                ref = args.get("image") if isinstance(args, dict) and isinstance(args.get("image"), str) else "frame:-1"
+                ref = box_image(obj.get("name"), args)
                 if isinstance(args, dict):
                     obj = dict(obj, arguments=convert_arguments(args, geometries, ref, to_model=True))
                 return obj, ref
@@ -201,7 +212,7 @@ def generated_call(text: str, geometries: dict[str, Geometry]):
     step = parse_turn(text)
     if step.error is not None or step.call is None:
         return None
-    ref = step.call.arguments.get("image") if isinstance(step.call.arguments.get("image"), str) else "frame:-1"
+    ref = box_image(step.call.name, step.call.arguments)
     return step.call, ref, convert_arguments(step.call.arguments, geometries, ref, to_model=False)
 
 

@@ -33,7 +33,8 @@ from pixelis_ros.policy.onnx_lora import ADAPTER_FILE, MODES, PeftLora, graph_te
 # Files a processor/tokenizer folder may hold; copied so the ONNX folder needs nothing else.
 SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
               "merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
-              "processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json")
+              "processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json",
+              "pixelis_prompt.json")
 
 
 class ExportError(PolicyError):

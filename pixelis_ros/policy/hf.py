@@ -16,7 +16,7 @@ call uses the heads' box. Sampling N trajectories returns per-token log-probabil
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from pixelis_ros.policy.coords import Geometry, ResizeRule, convention, generate
 from pixelis_ros.policy.heads import load_heads
 from pixelis_ros.policy.heads_numpy import HEADS_FILE, MODES, call_token_position, heads_verdict, refine_arguments
 from pixelis_ros.policy.model_folder import ModelFolderError, check_model_folder
+from pixelis_ros.policy.profile import load_profile
 from pixelis_ros.policy.prompt import geometries, model_prompt
 from pixelis_ros.policy.stopping import STOP_STRINGS, StopRule, stopping_criteria
 from pixelis_ros.policy.tokenizer import missing_tokens
@@ -48,9 +49,10 @@ class HFPolicyOptions:
     """torch device (``cpu``, ``cuda``, ``cuda:1``)."""
     adapter: str | None = None
     """A LoRA adapter folder (peft, safetensors) activated on load."""
-    heads: str = "off"
-    """Auxiliary heads at inference: ``off``, ``check`` (flag disagreeing calls) or ``refine``
-    (execute the heads' box; the generated one stays in ``raw_text``)."""
+    heads: str = "auto"
+    """Auxiliary heads at inference: ``off``, ``check`` (flag disagreeing calls), ``refine``
+    (execute the heads' box; the generated one stays in ``raw_text``) or ``auto`` (the mode the
+    folder's prompt profile names: ``refine`` for a model trained with heads, else ``off``)."""
     heads_path: str | None = None
     """Folder of heads.safetensors; default: the adapter folder if it has one, else the model folder."""
     heads_min_iou: float = 0.5
@@ -68,6 +70,9 @@ class HFPolicy:
 
         hf_logging.disable_progress_bar()
         folder = check_model_folder(model_dir)
+        self.profile = load_profile(model_dir)
+        if options.heads == "auto":
+            options = replace(options, heads=self.profile.heads)
         if options.dtype not in DTYPES:
             raise PolicyError(f"dtype {options.dtype!r}: use one of {', '.join(DTYPES)}")
         if options.heads not in MODES:
@@ -195,7 +200,7 @@ class HFPolicy:
 
     def prepare(self, messages: list[dict], images: dict[str, np.ndarray]):
         """Processor inputs for ``messages``; returns ``(inputs, image_refs_in_order, geometries)``."""
-        inputs, refs, geoms = model_prompt(self.processor, self.arch, self.resize, messages, images, "pt")
+        inputs, refs, geoms = model_prompt(self.processor, self.arch, self.resize, messages, images, "pt", self.profile)
         return inputs.to(self.options.device), refs, geoms
 
     def logits(self, messages: list[dict], images: dict[str, np.ndarray], continuation: list[int] | None = None) -> torch.Tensor:

@@ -22,7 +22,7 @@ zeros, i.e. the base model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ import numpy as np
 from pixelis_ros.policy.base import Generation, PolicyError
 from pixelis_ros.policy.coords import ResizeRule, generated_call, lookup, with_call
 from pixelis_ros.policy.heads_numpy import MODES, call_token_position, heads_verdict, load_numpy_heads, refine_arguments
+from pixelis_ros.policy.profile import load_profile
 from pixelis_ros.policy.prompt import model_prompt
 from pixelis_ros.policy.stopping import STOP_STRINGS, StopRule
 from pixelis_ros.policy.onnx_folder import check_onnx_folder, check_session_io
@@ -67,9 +68,10 @@ class OnnxOptions:
     """Generate exactly ``max_new_tokens`` (benchmarks): end-of-turn and stop strings do not stop."""
     provider_options: dict = field(default_factory=dict)
     """Extra options per provider name, merged into the defaults (e.g. TensorRT's engine cache)."""
-    heads: str = "off"
+    heads: str = "auto"
     """Auxiliary heads (numpy, from ``heads.safetensors``): ``off``, ``check`` (flag calls whose box
-    disagrees) or ``refine`` (execute the heads' box; the generated one stays in ``raw_text``)."""
+    disagrees), ``refine`` (execute the heads' box; the generated one stays in ``raw_text``) or
+    ``auto`` (the mode the folder's prompt profile names)."""
     heads_path: str | None = None
     """Folder of heads.safetensors; default: the ONNX folder (the export copies the model's heads)."""
     heads_min_iou: float = 0.5
@@ -126,6 +128,9 @@ class OnnxPolicy:
         from transformers import AutoProcessor
 
         self.folder = Path(folder)
+        self.profile = load_profile(self.folder)
+        if options.heads == "auto":
+            options = replace(options, heads=self.profile.heads)
         self.options = options
         self.manifest = check_onnx_folder(self.folder)
         self.spec = VisionSpec(**self.manifest["vision"])
@@ -318,7 +323,8 @@ class OnnxPolicy:
     def generate(self, messages: list[dict], images: dict[str, np.ndarray]) -> Generation:
         """The next turn. Coordinates go through the backbone's convention both ways (policy.coords),
         as in HFPolicy: the model sees and writes its own convention, the agent gets internal pixels."""
-        enc, refs, geometries = model_prompt(self.processor, self.spec.arch, self.resize, messages, images)
+        enc, refs, geometries = model_prompt(self.processor, self.spec.arch, self.resize, messages, images,
+                                             profile=self.profile)
         hidden = [] if self.heads is not None else None
         tokens, logprobs = self.decode(enc, hidden=hidden)
         k = self.stop.stop_index(tokens)

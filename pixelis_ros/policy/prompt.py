@@ -12,6 +12,7 @@ import numpy as np
 
 from pixelis_ros.policy.base import PolicyError
 from pixelis_ros.policy.coords import Geometry, ResizeRule, convention, geometry, messages_to_model
+from pixelis_ros.policy.profile import PromptProfile
 
 
 def image_refs(messages: list[dict]) -> list[str]:
@@ -39,8 +40,9 @@ def encode_prompt(processor, messages: list[dict], images: dict[str, np.ndarray]
 
 
 def model_prompt(processor, arch: str, resize: ResizeRule, messages: list[dict], images: dict[str, np.ndarray],
-                 return_tensors: str = "np"):
-    """``(inputs, image refs in order, geometries)`` for the agent's ``messages`` (internal pixels)."""
+                 return_tensors: str = "np", profile: PromptProfile = PromptProfile()):
+    """``(inputs, image refs in order, geometries)`` for the agent's ``messages`` (internal pixels),
+    shown as the model's prompt ``profile`` says."""
     geoms = geometries(arch, images, resize)
-    model_messages = messages_to_model(messages, geoms, convention(arch))
+    model_messages = messages_to_model(profile.messages(messages), geoms, convention(arch))
     return encode_prompt(processor, model_messages, images, return_tensors), image_refs(model_messages), geoms

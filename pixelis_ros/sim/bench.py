@@ -58,11 +58,15 @@ def _call_stats(episode: Episode, toolbox: Toolbox) -> tuple[int, int, int]:
     return calls, valid, failed
 
 
-def run_bench(tasks: Iterable[Task], policy: PolicyFactory, toolbox: Toolbox | None = None) -> dict:
+def run_bench(tasks: Iterable[Task], policy: PolicyFactory, toolbox: Toolbox | None = None,
+              on_episode: Callable[[Task, Episode], None] | None = None) -> dict:
+    """Per-family scores of ``policy`` on ``tasks``; ``on_episode(task, episode)`` sees each episode."""
     toolbox = toolbox or Toolbox()
     rows: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for task in tasks:
         episode = Agent(policy(task), toolbox).run(task.question, task.frames)
+        if on_episode is not None:
+            on_episode(task, episode)
         calls, valid, failed = _call_stats(episode, toolbox)
         row = rows[task.family]
         row["correct"].append(task.is_correct(episode.answer))

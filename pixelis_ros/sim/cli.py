@@ -68,6 +68,19 @@ def cmd_sim_bench(args) -> dict:
     return result
 
 
+def model_folder(policy: str, backend: str) -> str:
+    """``--policy model`` is the bundled model (for its backend); anything else a folder as given."""
+    if policy != "model":
+        return policy
+    from pixelis_ros.policy import PolicyError
+    from pixelis_ros.policy.bundled import default_model
+
+    try:
+        return str(default_model(backend))
+    except (PolicyError, OSError) as e:
+        raise SuiteError(f"--policy model: {e}") from None
+
+
 def _model_policy(folder: str, backend: str):
     """One policy (loaded once) for every task, from a local model folder."""
     from pathlib import Path
@@ -75,8 +88,9 @@ def _model_policy(folder: str, backend: str):
     from pixelis_ros.policy import PolicyError
     from pixelis_ros.policy.registry import load_policy
 
+    folder = model_folder(folder, backend)
     if not Path(folder).is_dir():
-        raise SuiteError(f"--policy {folder!r}: not 'oracle', 'noTool' or a model folder")
+        raise SuiteError(f"--policy {folder!r}: not 'model', 'oracle', 'noTool' or a model folder")
     try:
         model = load_policy(backend, folder)
     except PolicyError as e:
@@ -87,7 +101,7 @@ def _model_policy(folder: str, backend: str):
 def add_bench(sim_sub) -> None:
     p = sim_sub.add_parser("bench", help="per-family accuracy, acting success and tool use of a policy on a suite")
     p.add_argument("--suite", required=True, help="a shipped suite name or a suite .yaml path")
-    p.add_argument("--policy", default="oracle", help="oracle | noTool | a model folder")
+    p.add_argument("--policy", default="model", help="model (the bundled models/pixelis-small) | oracle | noTool | a model folder")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx", "tensorrt"], help="policy backend for a model folder")
     p.add_argument("--episodes", type=_positive_int, default=60, help="episodes to score")
     p.add_argument("--seed", type=int, default=0, help="first episode index of the suite's schedule")
@@ -98,7 +112,7 @@ def add_bench(sim_sub) -> None:
 def cmd_sim_loop(args) -> dict:
     from pixelis_ros.ros.sim_loop import sim_loop
 
-    return sim_loop(args.suite, args.episodes, policy=args.policy, backend=args.backend, domain=args.domain,
+    return sim_loop(args.suite, args.episodes, policy=model_folder(args.policy, args.backend), backend=args.backend, domain=args.domain,
                     speed=args.speed, start=args.seed, answer_timeout_s=args.answer_timeout)
 
 
@@ -111,7 +125,8 @@ def add_loop(sim_sub) -> None:
     p.add_argument("--suite", default="smoke", help="a shipped suite name or a suite .yaml path")
     p.add_argument("--episodes", type=_positive_int, default=6, help="episodes to play")
     p.add_argument("--seed", type=int, default=0, help="first episode index of the suite's schedule")
-    p.add_argument("--policy", default="oracle", help="oracle (expert traces sent with the queries) or a model folder")
+    p.add_argument("--policy", default="model", help="model (the bundled models/pixelis-small), oracle (expert traces "
+                                                     "sent with the queries) or a model folder")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx", "tensorrt"], help="policy backend for a model folder")
     p.add_argument("--domain", type=int, help="DDS domain (default: one derived from this process id)")
     p.add_argument("--speed", type=float, default=1.0, help="camera streaming speed relative to the clip's frame rate")

@@ -8,18 +8,20 @@ Layout of ``DIR``::
     images/<task_id>/<k>.depth.png
                               frame k's depth, 16-bit PNG in millimetres (families that render
                               depth, i.e. spatial: re-running ``segment`` needs it for depth_m)
+    images/<task_id>/obs<k>.png
+                              the image the expert's tools returned as ``obs:<k>`` (zoomed crops,
+                              mask overlays, track keyframes), lossless, as the expert saw it
     manifest.json             the suite's fields, counts, oracle accuracy and tool failures
                               per family (deterministic)
     timing.json               elapsed seconds, workers, per-family seconds (differs per run)
 
 Each record holds: ``id, index, family, seed, question, answer, question_type, tolerance,
-target_boxes, frame_stamps, images, image_files, depth_files, trace, messages, expert_answer,
-expert_correct, tool_failures``. ``messages`` is ``cota.to_messages`` of the expert episode with
+target_boxes, frame_stamps, images, image_files, depth_files, obs_files, trace, messages,
+expert_answer, expert_correct, tool_failures``. ``messages`` is ``cota.to_messages`` of the expert episode with
 the toolbox's schemas, the query shown with ``frame:-1`` and each tool response followed by the
 ``obs:<k>`` images that tool returned; ``image_files`` maps every ``frame:<k>`` reference (and
-``frame:-1``) to its file. The ``obs:<k>`` images themselves (zoomed crops, mask overlays, track
-keyframes) are not stored: they are reproduced by re-running the tool calls of the trace on the
-stored frames at training time.
+``frame:-1``) to its file, ``obs_files`` every ``obs:<k>`` to its file (training shows them with
+the responses exactly as the agent did, without re-running the tools).
 
 Everything but timing.json is a function of the suite and the episode count: exporting twice, with
 any number of workers, gives byte-identical files. Workers are ``spawn`` ed processes (MuJoCo's
@@ -78,6 +80,12 @@ def episode_record(task, index: int, out: Path, schemas: list[dict]) -> dict:
             ok, png = cv2.imencode(".png", mm)
             _write(out / rel_dir / f"{k}.depth.png", png.tobytes())
             depth_files[f"frame:{k}"] = f"{rel_dir}/{k}.depth.png"
+    obs = [img for r in task.expert.records for img in (r.result.images if r.image_refs else [])]
+    obs_files = {}
+    for k, img in enumerate(obs):
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(img[:, :, ::-1]))
+        _write(out / rel_dir / f"obs{k}.png", png.tobytes())
+        obs_files[f"obs:{k}"] = f"{rel_dir}/obs{k}.png"
     image_files = {f"frame:{k}": path for k, path in enumerate(images)}
     image_files["frame:-1"] = images[-1]
     if depth_files:
@@ -99,6 +107,7 @@ def episode_record(task, index: int, out: Path, schemas: list[dict]) -> dict:
         "images": images,
         "image_files": image_files,
         "depth_files": depth_files,
+        "obs_files": obs_files,
         "trace": task.trace,
         "messages": messages,
         "expert_answer": expert.answer,

@@ -13,6 +13,7 @@ Ground-truth boxes come from MuJoCo's segmentation rendering, so they are the *v
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 
@@ -23,6 +24,17 @@ from pixelis_ros.paths import data_dir
 from pixelis_ros.sim.scene import COLOURS, FONTS, SHIFT_FONTS, CameraPose, SceneSpec, TABLE_TOP  # sets MUJOCO_GL
 
 import mujoco  # noqa: E402  (after pixelis_ros.sim chose MUJOCO_GL)
+
+def load_triton_first() -> None:
+    """Import triton (torch's compiler, shipped with torch) before any GL context exists.
+
+    With Mesa's llvmpipe behind EGL (a CPU machine), loading triton's bundled LLVM *after* a
+    context was made segfaults the process; torch imports triton lazily (e.g. when transformers
+    builds a model), so a process that renders first and loads a policy second would crash. In
+    the other order both work. Costs ~0.6 s once, only where triton is installed."""
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
+
 
 MAX_OBJECTS = 12
 MAX_SIGNS = 3
@@ -121,6 +133,7 @@ class World:
         self.width, self.height = width, height
         self.model = _build_model()
         self.data = mujoco.MjData(self.model)
+        load_triton_first()
         self.renderer = mujoco.Renderer(self.model, height, width)
         m = self.model
         self._geom = {m.geom(i).name: i for i in range(m.ngeom)}

@@ -81,13 +81,16 @@ class ToolResult:
     spans: list[tuple[float, float]] = field(default_factory=list)
     error: str | None = None
     ms: float = 0.0  # wall time of the call, set by the Toolbox
+    # Keys of ``data`` the model sees (None: all). A tool whose full output is long (per-frame
+    # boxes) shows the model the few fields that decide a question; the trace keeps all of it.
+    model_keys: tuple[str, ...] | None = None
 
     def response_json(self, image_refs: list[str] | None = None) -> dict:
-        """The JSON the model sees inside ``<tool_response>``: the data, a one-line summary and
-        the references of the images shown with it."""
+        """The JSON the model sees inside ``<tool_response>``: the data (its ``model_keys``), a
+        one-line summary and the references of the images shown with it."""
         if self.error is not None:
             return {"error": self.error}
-        out = dict(self.data)
+        out = dict(self.data) if self.model_keys is None else {k: self.data[k] for k in self.model_keys if k in self.data}
         if self.text and "text" not in out:
             out["summary"] = self.text
         if image_refs:

@@ -55,7 +55,8 @@ class TrackArgs:
 @register_tool
 class TrackTool(Tool):
     name = "track"
-    description = "Track an object from a box in the start frame to the end frame; returns per-frame boxes (null when lost) and keyframe crops."
+    description = ("Track an object from a box in the start frame to the end frame; returns its net motion (horizontal "
+                   "and vertical direction, pixels moved), first and last boxes and keyframe crops.")
     Args = TrackArgs
 
     def __init__(self, backend: str = "csrt", keyframes: int = 3, **backend_options):
@@ -86,13 +87,28 @@ class TrackTool(Tool):
             "lost_frames": sum(b is None for b in boxes),
             "keyframes": [i0 + k for k in picks],
         }
+        data |= motion(boxes[found[0]], boxes[found[-1]]) if found else {}
         if stopped_early:
             data["stopped_early"] = "time budget reached; later frames were not tracked"
         last = next((k for k in reversed(found)), None)
         text = f"tracked {len(found)}/{len(boxes)} frames" + (f", last seen at {times[last]:.2f} s" if last is not None else "")
         dets = [Detection(b, f"frame:{i0 + k}", label="track") for k, b in enumerate(boxes) if b is not None]
         origins = [(f"frame:{i0 + k}", boxes[k]) for k in picks]
-        return ToolResult(data=data, text=text, images=crops, image_origins=origins, detections=dets)
+        return ToolResult(data=data, text=text, images=crops, image_origins=origins, detections=dets, model_keys=MODEL_KEYS)
+
+
+# What the model reads: the net motion decides direction questions in a few tokens; the
+# per-frame boxes (~600 tokens for a 20-frame clip) stay in the data and the trace.
+MODEL_KEYS = ("horizontal", "vertical", "moved_px", "first_box", "last_box", "lost_frames", "keyframes", "stopped_early",
+              "over_budget")
+
+
+def motion(first, last) -> dict:
+    """Net motion of the box centre from its first to its last tracked position (image y grows down)."""
+    dx = (last[0] + last[2] - first[0] - first[2]) / 2
+    dy = (last[1] + last[3] - first[1] - first[3]) / 2
+    return {"horizontal": "left" if dx < 0 else "right", "vertical": "up" if dy < 0 else "down",
+            "moved_px": [round(dx, 1), round(dy, 1)], "first_box": round_box(first), "last_box": round_box(last)}
 
 
 def _past(ctx: ToolContext) -> bool:

@@ -31,11 +31,10 @@ class Tracking(Family):
 
         def plan():
             t = yield turn(f"Track the {name} from the first frame to the last.", "track", bbox_2d=box, start="frame:0", end="frame:-1")
-            seen = [b for b in t.get("boxes", []) if b]
-            if len(seen) < 2:
+            side = t.get("horizontal")
+            if side is None:
                 yield answer("unknown", think="The tracker lost it at once.")
                 return
-            side = "left" if _centre_x(seen[-1]) < _centre_x(seen[0]) else "right"
             yield answer(side, think=f"Its box moved {side} across the clip.")
 
         return TaskSpec(f"Which way does the {name} move, left or right?", truth, "direction", [target.name], plan)

@@ -1,0 +1,189 @@
+"""The SFT recipe as one typed config: every field documented, loaded from YAML, overridable from
+the command line (``pixelis train sft --config R.yaml --set lr=3e-4 --set max_steps=20``).
+
+A bad field is one clear error that names it (``ConfigError``); a zero knob means off and free,
+as in TRL: ``lora_r: 0`` trains every weight, ``pointer_weight: 0`` (with the other head weights)
+builds no heads, a token weight of ``1.0`` is plain SFT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe field that is unknown, of the wrong type or out of range; the message names it."""
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Supervised fine-tuning on CoTA traces exported from the simulator (DESIGN §1, phase 1)."""
+
+    model: str
+    """Model folder to start from: a ``pixelis model build`` folder or a local Qwen2.5-VL / Qwen3-VL checkpoint."""
+    data: str
+    """A ``pixelis sim export`` folder (episodes.jsonl, images/)."""
+    output_dir: str
+    """Where checkpoints (``checkpoint-<step>/``), the final model (``final/``), logs and the loss plot go."""
+    max_steps: int = 1000
+    """Optimizer steps to train."""
+    batch_size: int = 8
+    """Episodes per step and process (before gradient accumulation)."""
+    grad_accum: int = 1
+    """Micro-batches accumulated into one optimizer step."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_steps: int = 100
+    """Linear warm-up steps before the cosine decay."""
+    min_lr_ratio: float = 0.1
+    """The cosine decays to ``lr * min_lr_ratio`` at ``max_steps``."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping (0 = off)."""
+    seed: int = 0
+    """Seed of the data order and of the heads' initialisation."""
+    threads: int = 2
+    """torch intra-op threads per process (the machines this was tuned on have 2 cores)."""
+    mixed_precision: str = "no"
+    """accelerate's mixed precision: ``no``, ``bf16`` or ``fp16`` (a GPU)."""
+    dtype: str = "float32"
+    """Dtype the weights are loaded in: ``float32`` or ``bfloat16`` (an 8B checkpoint with LoRA)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (long 8B episodes on a GPU)."""
+    max_episodes: int = 0
+    """Train on the first N episodes of the export (0 = all)."""
+    max_length: int = 2048
+    """Episodes whose tokens exceed this are skipped (counted in the log)."""
+    no_tools: bool = False
+    """Baseline: train question + image(s) -> answer only (the paper's "same model, no tools")."""
+    system_prompt: bool = False
+    """Train with the tool-schema system prompt (a released checkpoint needs it; a model trained
+    from scratch learns the tools from the traces, 3.6x cheaper). Saved in the prompt profile."""
+    first_frame: bool = True
+    """Clip episodes show ``frame:0`` beside ``frame:-1`` with the query. Saved in the prompt profile."""
+    name_weight: float = 2.0
+    """Loss weight of the tokens of a call's operation name (1.0 = plain SFT)."""
+    argument_weight: float = 2.0
+    """Loss weight of the tokens of a call's ``arguments`` object: keys, boxes, image refs, predicate values."""
+    answer_weight: float = 1.0
+    """Loss weight of the tokens inside ``<answer>``."""
+    pointer_weight: float = 1.0
+    """Auxiliary pointer cross-entropy (the image token holding the target's centre); 0 with the
+    other head weights = no heads."""
+    box_weight: float = 1.0
+    """Auxiliary box loss (L1 + ``giou_weight`` * GIoU) of the heads' box against the call's box."""
+    giou_weight: float = 1.0
+    """Share of GIoU in the box loss."""
+    point_weight: float = 1.0
+    """Auxiliary point loss (L1) for calls with ``point_2d``."""
+    time_weight: float = 1.0
+    """Auxiliary time loss (L1, fractions of the clip) for calls with times in seconds."""
+    lora_r: int = 0
+    """LoRA rank on the language model's projections; 0 = full fine-tuning (the tiny presets)."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA path."""
+    logging_steps: int = 10
+    """Steps between log lines (loss, lr, steps/s) in ``log.jsonl``."""
+    save_steps: int = 200
+    """Steps between checkpoints (0 = only the final model)."""
+    save_total_limit: int = 2
+    """Checkpoints kept (older ones are deleted)."""
+
+    def __post_init__(self) -> None:
+        positive = ("max_steps", "batch_size", "grad_accum", "threads", "max_length", "logging_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "max_episodes", "save_steps", "save_total_limit", "lora_r", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "min_lr_ratio", "max_grad_norm", "name_weight", "argument_weight",
+                     "answer_weight", "pointer_weight", "box_weight", "giou_weight", "point_weight", "time_weight",
+                     "lora_dropout"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr == 0:
+            raise ConfigError("lr must be > 0")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ConfigError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+
+    @property
+    def heads(self) -> bool:
+        """Whether auxiliary heads are trained (any head weight above zero, and tools in use)."""
+        return not self.no_tools and any(w > 0 for w in (self.pointer_weight, self.box_weight, self.point_weight,
+                                                           self.time_weight))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in fields(SFTConfig)}
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """``value`` as the field's type (YAML gives ints for floats, the command line gives strings)."""
+    kind = _FIELDS[name].type
+    if isinstance(value, str) and kind != "str":
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{where}: {name}={value!r} is not a value") from None
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ConfigError(f"{where}: {name} must be {kind}, got {type(value).__name__} {str(value)[:80]!r}")
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> SFTConfig:
+    """The recipe at ``path`` (YAML) with ``overrides`` (``["key=value", ...]`` or a dict) on top.
+    Relative paths in the file are relative to the current directory, as on the command line."""
+    values: dict[str, Any] = {}
+    where = "--set"
+    if path is not None:
+        where = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such recipe file") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read it ({e})") from None
+        try:
+            data = yaml.safe_load(text)
+        except (yaml.YAMLError, RecursionError) as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0][:200]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a recipe is a YAML mapping of fields, got {type(data).__name__}")
+        values.update(data)
+    if isinstance(overrides, dict):
+        values.update(overrides)
+    else:
+        for item in overrides or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--set {item!r}: use --set field=value")
+            values[key.strip()] = value
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; fields: {', '.join(_FIELDS)}")
+    missing = [n for n, f in _FIELDS.items() if f.default is dataclasses.MISSING and n not in values]
+    if missing:
+        raise ConfigError(f"{where}: missing required field(s) {missing}")
+    return SFTConfig(**{k: _coerce(k, v, where) for k, v in values.items()})
