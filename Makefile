@@ -39,7 +39,7 @@ test: setup
 
 # The bundled model from scratch on this CPU (wall time in its model card): the train suite's
 # episodes, a tokenizer and random weights, SFT, then the folder with its card.
-TRAIN_EPISODES ?= 4000
+TRAIN_EPISODES ?= 3000
 model: setup
 	$(VENV)/bin/pixelis sim export --suite train --episodes $(TRAIN_EPISODES) --out data/train --json
 	$(VENV)/bin/pixelis model build --arch qwen3_vl --preset small --corpus data/train --out out/model/pixelis-small-init --json

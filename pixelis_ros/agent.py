@@ -1,8 +1,8 @@
 """The episode loop: generate -> parse -> run the tool -> show the result -> ... -> answer.
 
 Straight-line by design. Every failure is an observation, never an exception out of ``run``
-(DESIGN §4.3): unparseable output and failing tools come back to the policy as
-``{"error": ...}`` and count as steps; a failing policy or an exhausted cap ends the episode
+(DESIGN §4.3): unparseable output, failing tools and answers quoting a field the last tool
+response lacks come back to the policy as ``{"error": ...}`` and count as steps; a failing policy or an exhausted cap ends the episode
 with a ``stop_reason``. Caps: steps, pixels of tool output images per episode, per-tool time
 (in the ``Toolbox``).
 """
@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from pixelis_ros.cota import format_response, format_turn, parse_turn, to_messages
+from pixelis_ros.cota import answer_quote, format_response, format_turn, parse_turn, resolve_quote, to_messages
 from pixelis_ros.episode import Episode, StepRecord
 from pixelis_ros.frames import FrameBuffer, Frames
 from pixelis_ros.policy.base import Policy
@@ -71,6 +71,7 @@ class Agent:
         messages = to_messages(query, [], self.toolbox.schemas(), images=shown)
         images = {ref: frames[0 if ref == "frame:0" else -1].image for ref in shown}
         pixels = 0
+        last_response: dict = {}  # what the policy was last shown: answers may quote its fields
         for _ in range(self.limits.max_steps):
             t = time.monotonic()
             try:
@@ -83,8 +84,14 @@ class Agent:
             episode.records.append(record)
             step = record.turn
             if step.error is None and step.answer is not None:
-                episode.answer, episode.stop_reason = step.answer.strip(), "answer"
-                return
+                path = answer_quote(step.answer)
+                if path is None:
+                    episode.answer, episode.stop_reason = step.answer.strip(), "answer"
+                    return
+                record.quoted, step.error = resolve_quote(path, last_response)
+                if step.error is None:
+                    episode.answer, episode.stop_reason = record.quoted, "answer"
+                    return
             if step.error is not None:
                 response = {"error": f"could not use your last turn: {step.error}"}
             else:
@@ -93,7 +100,7 @@ class Agent:
                 if pixels > self.limits.max_episode_pixels:
                     record.result = ToolResult(error=f"the episode's tool images exceed {self.limits.max_episode_pixels} pixels")
                 record.image_refs = self._keep_images(episode, ctx, images, record.result)
-                response = record.result.response_json(record.image_refs)
+                response = last_response = record.result.response_json(record.image_refs)
             step.response = json.dumps(response, ensure_ascii=False)
             messages.append({"role": "assistant", "content": [{"type": "text", "text": format_turn(step)}]})
             messages.append({"role": "user", "content": [{"type": "text", "text": format_response(step.response)}]

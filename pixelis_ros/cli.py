@@ -19,7 +19,7 @@ from pixelis_ros.node.cli import USAGE_ERRORS as NODE_USAGE_ERRORS, add_node_com
 from pixelis_ros.policy.cli import USAGE_ERRORS as MODEL_USAGE_ERRORS, add_model_commands
 from pixelis_ros.policy.export_cli import USAGE_ERRORS as EXPORT_USAGE_ERRORS, add_export_commands, add_policy_bench
 from pixelis_ros.sim.cli import USAGE_ERRORS as SIM_USAGE_ERRORS, add_sim_commands
-from pixelis_ros.training.cli import USAGE_ERRORS as TRAIN_USAGE_ERRORS, add_train_commands
+from pixelis_ros.training.cli import USAGE_ERRORS as TRAIN_USAGE_ERRORS, add_train_commands, add_training_benches
 
 
 class UsageError(ValueError):
@@ -210,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_sim)
     add_policy_bench(bench)
+    add_training_benches(bench)
 
     p = bench.add_parser("node", help="agent node over DDS: camera ingest rate, newest-frame-to-episode-start latency")
     p.add_argument("--seconds", type=float, default=5.0, help="camera streaming time per ingest run")

@@ -11,6 +11,13 @@ A trace is a sequence of blocks, one per line-separated turn::
     </tool_response>
     <answer>...</answer>
 
+An answer may *quote* a field of the last tool response instead of retyping it:
+``<answer>{text}</answer>``, ``<answer>{lines.1.text}</answer>``, ``<answer>{spans.0.0}</answer>``
+(dot-separated keys and list indices). The agent resolves the quote against the JSON the policy
+was shown; the trace keeps both. A policy then copies a tool's output by naming where it is — a
+one-token choice — instead of reproducing its characters, which a small model does poorly (the
+same reason grounding goes through the pointer head rather than generated digits).
+
 ``parse`` turns text into ``Step`` s and never raises: malformed parts become ``ParseError`` s
 with an offset and a message. ``format`` is its inverse for canonical traces
 (``format(parse(x).steps) == x``). ``to_messages`` renders an episode as chat messages with image
@@ -162,6 +169,33 @@ def parse_turn(text: str) -> Step:
     return step
 
 
+_QUOTE = re.compile(r"\{([A-Za-z_]\w*(?:\.\w+)*)\}")
+MAX_QUOTE_CHARS = 200
+
+
+def answer_quote(answer: str) -> str | None:
+    """The field path an answer quotes (``"{lines.0.text}"`` -> ``"lines.0.text"``), or None."""
+    m = _QUOTE.fullmatch(answer.strip()) if isinstance(answer, str) else None
+    return m.group(1) if m else None
+
+
+def resolve_quote(path: str, response: dict) -> tuple[str | None, str | None]:
+    """``(value as text, None)`` for the field ``path`` names in ``response``, else ``(None, why)``."""
+    value: Any = response
+    for key in path.split("."):
+        if isinstance(value, dict) and key in value:
+            value = value[key]
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            have = sorted(value)[:12] if isinstance(value, dict) else (f"{len(value)} items" if isinstance(value, list) else "a value")
+            return None, f"the answer quotes {{{path}}}, but the last tool response has no '{key}' there (it has {have})"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if len(text) > MAX_QUOTE_CHARS:
+        return None, f"the answer quotes {{{path}}}, a value of {len(text)} characters (at most {MAX_QUOTE_CHARS})"
+    return text, None
+
+
 def format_call(call: ToolCall) -> str:
     return json.dumps(call.to_json(), ensure_ascii=False)
 
@@ -199,7 +233,7 @@ def tool_schema(tool_cls: Any) -> dict:
 
 
 SYSTEM_PROMPT = """You are Pixelis, a robot's vision assistant that reasons by acting on pixels.
-Think inside <think></think>, then either call one tool or give the final answer inside <answer></answer>.
+Think inside <think></think>, then either call one tool or give the final answer inside <answer></answer>; an answer may quote a field of the last tool response, e.g. <answer>{{text}}</answer>.
 Boxes are [x1, y1, x2, y2] in absolute pixels of the image the call names; images are named frame:<index> (frame:-1 = newest), frame:<seconds>s, or obs:<k> for the k-th image a tool returned.
 
 # Tools

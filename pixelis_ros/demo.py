@@ -63,7 +63,7 @@ def demo_script(sign_box: tuple[int, int, int, int]) -> str:
         f"<tool_call>\n{json.dumps(zoom)}\n</tool_call>\n"
         "<think>Now read the text in the zoomed view.</think>\n"
         f"<tool_call>\n{json.dumps(ocr)}\n</tool_call>\n"
-        "<answer>{last_text}</answer>"
+        "<answer>{text}</answer>"
     )
 
 

@@ -30,6 +30,7 @@ class StepRecord:
     raw_text: str | None = None  # the model's own text when the executed turn differs (coordinates, heads)
     heads: dict | None = None  # the auxiliary heads' verdict on the call (check / refine)
     finish_reason: str | None = None
+    quoted: str | None = None  # an answer quoting a tool response field: the value it resolved to
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {}
@@ -39,6 +40,8 @@ class StepRecord:
             out["call"] = self.turn.call.to_json()
         if self.turn.answer is not None:
             out["answer"] = self.turn.answer.strip()
+        if self.quoted is not None:
+            out["quoted"] = self.quoted
         if self.turn.error is not None:
             out["error"] = self.turn.error
         if self.turn.response is not None:

@@ -11,12 +11,13 @@ from pathlib import Path
 import cv2
 import pytest
 
+from pixelis_ros.cota import answer_quote, resolve_quote
 from pixelis_ros.sim.export import export_suite
 from pixelis_ros.sim.families import FAMILIES
 from pixelis_ros.sim.suites import load_suite
 
 RECORD_FIELDS = ["id", "index", "family", "seed", "question", "answer", "question_type", "tolerance", "target_boxes",
-                 "frame_stamps", "images", "image_files", "depth_files", "trace", "messages", "expert_answer",
+                 "frame_stamps", "images", "image_files", "depth_files", "obs_files", "trace", "messages", "expert_answer",
                  "expert_correct", "tool_failures"]
 
 
@@ -81,12 +82,13 @@ def test_images_exist_and_decode(exports):
     assert all(len(r["images"]) == 1 for r in recs if r not in video)
     assert any(r["depth_files"] for r in recs if r["family"] == "spatial")
     # Exactly the files the records name, nothing stale.
-    named = {p for r in recs for p in r["images"] + list(r["depth_files"].values())}
+    named = {p for r in recs for p in r["images"] + list(r["depth_files"].values()) + list(r["obs_files"].values())}
     assert named == {k for k in files(out) if k.startswith("images/")}
 
 
 def test_messages_follow_the_trace(exports):
-    for r in records(exports["a"]):
+    folder = exports["a"]
+    for r in records(folder):
         msgs = r["messages"]
         assert msgs[0]["role"] == "system"
         system = msgs[0]["content"][0]["text"]
@@ -95,10 +97,17 @@ def test_messages_follow_the_trace(exports):
         user = msgs[1]
         assert user["role"] == "user" and user["content"][0] == {"type": "image", "image": "frame:-1"}
         assert user["content"][-1] == {"type": "text", "text": r["question"]}
-        assert msgs[-1]["role"] == "assistant" and f"<answer>{r['expert_answer']}</answer>" in msgs[-1]["content"][0]["text"]
+        assert msgs[-1]["role"] == "assistant"
+        final = msgs[-1]["content"][0]["text"]
+        body = final[final.index("<answer>") + 8:final.index("</answer>")]
+        path = answer_quote(body)  # an answer may quote the last tool response's field
+        last = json.loads(msgs[-2]["content"][0]["text"].split("\n", 1)[1].rsplit("\n", 1)[0]) if path else None
+        assert (resolve_quote(path, last)[0] if path else body) == r["expert_answer"]
         shown = [c["image"] for m in msgs[2:] for c in m["content"] if c["type"] == "image"]
         assert shown == sorted(set(shown), key=lambda ref: int(ref.split(":")[1]))  # obs:0, obs:1, ... once each
         assert all(ref.startswith("obs:") for ref in shown)
+        assert sorted(r["obs_files"]) == sorted(shown)  # every image a tool returned is stored
+        assert all((folder / p).is_file() for p in r["obs_files"].values())
 
 
 def test_manifest_and_summary(exports):

@@ -1,9 +1,9 @@
 """ScriptedPolicy: replays a given CoTA trace turn by turn — for tests and demos only.
 
 It is not a model: it ignores the images. ``<tool_response>`` blocks in the script are dropped
-(the real tools run again), and an answer containing ``{last_text}`` gets the ``text`` field of
-the most recent tool response, so a demo shows a tool's output flowing into the answer. Turns
-are split at ``</tool_call>`` and ``</answer>`` without parsing, so a malformed script reaches
+(the real tools run again); an answer may quote a field of the last tool response
+(``<answer>{text}</answer>``, resolved by the agent), so a demo shows a tool's output flowing into
+the answer. Turns are split at ``</tool_call>`` and ``</answer>`` without parsing, so a malformed script reaches
 the agent as malformed model output would.
 """
 
@@ -13,7 +13,6 @@ import re
 
 import numpy as np
 
-from pixelis_ros.cota import last_tool_response
 from pixelis_ros.policy.base import Generation, PolicyError
 
 _RESPONSE = re.compile(r"<tool_response>.*?</tool_response>", re.DOTALL)
@@ -44,6 +43,4 @@ class ScriptedPolicy:
             raise PolicyError(f"the scripted trace has no turn {self.position + 1} (it has {len(self.turns)})")
         turn = self.turns[self.position]
         self.position += 1
-        if "{last_text}" in turn:
-            turn = turn.replace("{last_text}", str(last_tool_response(messages).get("text", "")))
         return Generation(text=turn)

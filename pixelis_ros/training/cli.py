@@ -77,6 +77,33 @@ def add_bundle(train_sub) -> None:
     p.set_defaults(func=cmd_bundle)
 
 
+def cmd_bench_sft(args) -> dict:
+    from pixelis_ros.training.bench import bench_sft
+
+    return bench_sft(steps=args.steps, threads=args.threads, episodes=args.episodes)
+
+
+def cmd_bench_agent(args) -> dict:
+    from pixelis_ros.training.bench import bench_agent
+
+    return bench_agent(episodes=args.episodes, threads=args.threads)
+
+
+def add_training_benches(bench_sub) -> None:
+    """``pixelis bench sft`` and ``pixelis bench agent`` (registered by the main parser)."""
+    p = bench_sub.add_parser("sft", help="SFT steps/s, samples/s and peak RSS of the bundled recipe's preset")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--episodes", type=int, default=48, help="validation episodes exported to train on")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_sft)
+    p = bench_sub.add_parser("agent", help="episode latency p50/p99 of the bundled model: torch eager vs ONNX Runtime")
+    p.add_argument("--episodes", type=int, default=24)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_agent)
+
+
 def add_train_commands(sub) -> None:
     train = sub.add_parser("train", help="training: SFT, its results table, the bundled model").add_subparsers(
         dest="train", required=True)

@@ -1,6 +1,6 @@
 """fine detail (V* Bench, HR-Bench): the colour of a small, usually far object.
 
-The expert zooms on the object and segments it in the zoomed view; the answer is the colour
+The expert zooms on the object and segments it in the zoomed view; the answer quotes the colour
 the segment tool reports for the mask.
 """
 
@@ -35,7 +35,7 @@ class FineDetail(Family):
             (zx, zy), s = z["bbox_2d"][:2], z["scale"]
             inner = [round((box[0] - zx) * s, 1), round((box[1] - zy) * s, 1), round((box[2] - zx) * s, 1), round((box[3] - zy) * s, 1)]
             seg = yield turn("Segment it in the zoomed view to read its colour.", "segment", image=z["images"][0], bbox_2d=inner)
-            yield answer(seg.get("colour") or "unknown")
+            yield answer("{colour}" if seg.get("colour") else "unknown")
 
         return TaskSpec(f"What colour is the smallest {target.shape} on the table?", target.colour, "colour",
                         [target.name], plan)

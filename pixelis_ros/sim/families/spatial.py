@@ -36,7 +36,7 @@ class Spatial(Family):
                 sf = yield turn(f"Segment the {farther.label} to measure its distance.", "segment", bbox_2d=boxes[farther.name])
                 sc = yield turn(f"Now the {closer.label}.", "segment", bbox_2d=boxes[closer.name])
                 near = closer if sc.get("depth_m", math.inf) < sf.get("depth_m", math.inf) else farther
-                yield answer(near.label, think=f"{farther.label}: {sf.get('depth_m')} m, {closer.label}: {sc.get('depth_m')} m.")
+                yield answer(near.label, think="The one with the smaller depth_m is closer.")
 
             return TaskSpec(f"Which is closer to the camera, the {a.label} or the {b.label}?", closer.label, "closer",
                             [closer.name], plan)

@@ -3,7 +3,6 @@ region for the new colour; the answer is when that span starts, within one frame
 
 from __future__ import annotations
 
-import json
 import math
 
 from pixelis_ros.sim.expert import answer, turn
@@ -31,8 +30,8 @@ class Temporal(Family):
         def plan():
             r = yield turn(f"Watch the lamp for {colour}.", "temporal", predicate="colour", value=colour, bbox_2d=box)
             spans = r.get("spans") or []
-            # The start exactly as the tool wrote it: an answer a policy can copy from the response.
-            yield answer(json.dumps(spans[0][0]) if spans else "never")
+            # Quote the first span's start as the tool wrote it.
+            yield answer("{spans.0.0}" if spans else "never")
 
         return TaskSpec(f"When does the lamp turn {colour}? Answer in seconds.", f"{switch:.2f}", "when",
                         ["lamp"], plan, tolerance=period * 1.01 if math.isfinite(period) else 0.0)

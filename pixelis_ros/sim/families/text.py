@@ -27,7 +27,11 @@ class Text(Family):
             z = yield turn(f"The {where}sign is small; zoom in on it.", "zoom", bbox_2d=padded(box, 0.15, w, h))
             read = yield turn("Read the zoomed sign.", "ocr", image=z["images"][0])
             # The board's edges and its post can read as stray characters: the sign is the longest line.
-            lines = sorted(read.get("lines", []), key=lambda line: len(line["text"]))
-            yield answer(lines[-1]["text"] if lines else "", think="The longest line read is the sign's text.")
+            lines = read.get("lines", [])
+            if not lines:
+                yield answer("", think="Nothing was read.")
+                return
+            k = max(range(len(lines)), key=lambda i: (len(lines[i]["text"]), i))
+            yield answer(f"{{lines.{k}.text}}", think="The longest line read is the sign's text.")
 
         return TaskSpec(f"What does the {where}sign say?", sign.text, "text", [sign.name], plan)

@@ -35,6 +35,6 @@ class Tracking(Family):
             if side is None:
                 yield answer("unknown", think="The tracker lost it at once.")
                 return
-            yield answer(side, think=f"Its box moved {side} across the clip.")
+            yield answer("{horizontal}", think="The tracker says which way its box moved.")
 
         return TaskSpec(f"Which way does the {name} move, left or right?", truth, "direction", [target.name], plan)
