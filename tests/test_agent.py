@@ -97,3 +97,16 @@ def test_time_budget_stops_long_tools():
     assert "stopped_early" in track["response"] and "over_budget" in track["response"]
     # The model sees the net motion; the trace keeps the per-frame boxes.
     assert "boxes" not in track["response"] and track["data"]["boxes"][-1] is None
+
+
+def test_answer_quotes_resolve_and_a_bad_quote_is_an_observation(toolbox, scene):
+    buf, box, text = scene
+    script = demo_script(box)  # zoom -> ocr -> <answer>{text}</answer>
+    episode = Agent(ScriptedPolicy(script), toolbox).run("What does the sign say?", buf)
+    record = episode.to_json()
+    assert episode.answer == text and record["steps"][-1] == {**record["steps"][-1], "answer": "{text}", "quoted": text}
+    bad = script.replace("<answer>{text}</answer>", "<answer>{txet}</answer>\n<answer>{lines.0.text}</answer>")
+    episode = Agent(ScriptedPolicy(bad), toolbox).run("What does the sign say?", buf)
+    steps = episode.to_json()["steps"]
+    assert "the answer quotes {txet}, but the last tool response has no 'txet'" in steps[2]["response"]["error"]
+    assert episode.stop_reason == "answer" and episode.answer == text  # the policy corrected itself next turn

@@ -90,3 +90,20 @@ def test_messages_with_image_placeholders():
     assert msgs[3]["content"][0]["text"].startswith("<tool_response>\n") and msgs[3]["content"][1] == {"type": "image", "image": "obs:0"}
     assert json.loads(msgs[2]["content"][0]["text"].split("\n")[2]) == {"name": "zoom", "arguments": {"bbox_2d": [0, 0, 50, 50]}}
     assert msgs[4]["content"][0]["text"] == "<answer>red</answer>"
+
+
+def test_answer_quotes_name_a_field_of_the_last_response():
+    from pixelis_ros.cota import answer_quote, resolve_quote
+
+    assert answer_quote("{lines.1.text}") == "lines.1.text" and answer_quote(" {colour} ") == "colour"
+    assert answer_quote("red") is None and answer_quote("{a} and {b}") is None and answer_quote("{}") is None
+    response = {"lines": [{"text": "E"}, {"text": "RAMP 45"}], "spans": [[0.7, 2.0]], "colour": "red", "ok": True}
+    assert resolve_quote("lines.1.text", response) == ("RAMP 45", None)
+    assert resolve_quote("spans.0.0", response) == ("0.7", None)  # numbers as the response wrote them
+    assert resolve_quote("ok", response) == ("true", None)
+    value, error = resolve_quote("lines.5.text", response)
+    assert value is None and "has no '5' there (it has 2 items)" in error
+    value, error = resolve_quote("colur", {"colour": "red"})
+    assert value is None and error == "the answer quotes {colur}, but the last tool response has no 'colur' there (it has ['colour'])"
+    value, error = resolve_quote("text", {"text": "x" * 5000})
+    assert value is None and "5000 characters" in error

@@ -98,7 +98,8 @@ def test_node_command_rejects_bad_parameters(domain_id):
 
 def test_sim_loop_over_dds_in_two_processes(domain_id):
     run = subprocess.run([sys.executable, "-m", "pixelis_ros", "sim", "loop", "--transport", "dds", "--episodes", "6",
-                          "--speed", "4", "--domain", str(domain_id), "--json"], capture_output=True, text=True, timeout=400)
+                          "--speed", "4", "--policy", "oracle", "--domain", str(domain_id), "--json"],
+                         capture_output=True, text=True, timeout=400)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert {"episodes", "answered", "accuracy", "acting_success", "latency_ms"} <= result.keys()
@@ -108,6 +109,16 @@ def test_sim_loop_over_dds_in_two_processes(domain_id):
     assert len(result["families"]) == 6 and result["accuracy"] >= 5 / 6 and result["acting_success"] >= 5 / 6
     assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
     assert result["sim_errors"] == []
+
+
+def test_sim_loop_serves_the_bundled_model_by_default(domain_id):
+    from pixelis_ros.policy.bundled import bundled_model
+
+    run = subprocess.run([sys.executable, "-m", "pixelis_ros", "sim", "loop", "--episodes", "2", "--speed", "0",
+                          "--domain", str(domain_id), "--json"], capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["policy"] == str(bundled_model()) and result["answered"] == 2 and result["sim_errors"] == []
 
 
 def test_sim_loop_with_a_model_folder(tiny_models, domain_id):

@@ -260,3 +260,21 @@ def test_two_process_accelerate_run(sft_model, smoke_export, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 2
     assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_lora_run_saves_an_adapter_that_loads_on_the_base(sft_model, smoke_export, tmp_path):
+    from safetensors.torch import load_file
+
+    from pixelis_ros.policy.registry import load_policy
+    from pixelis_ros.training.sft import train
+
+    out = tmp_path / "lora"
+    train(load_config(None, recipe(sft_model, smoke_export, out, lora_r=4, lora_alpha=8)), progress=False)
+    final = out / "final"
+    assert (final / "adapter_config.json").is_file() and not (final / "model.safetensors").exists()
+    tensors = load_file(final / "adapter_model.safetensors")
+    assert tensors and all("lora_" in k for k in tensors)
+    assert any(float(v.abs().sum()) > 0 for k, v in tensors.items() if "lora_B" in k)  # B starts at zero: it trained
+    policy = load_policy("torch", sft_model, adapter=str(final))
+    assert policy.active_adapter == "final" and policy.heads is not None  # heads and profile come with the adapter
+    assert policy.profile.first_frame and not policy.profile.system_prompt

@@ -27,7 +27,7 @@ from pixelis_ros.policy.coords import Geometry, ResizeRule, convention, generate
 from pixelis_ros.policy.heads import load_heads
 from pixelis_ros.policy.heads_numpy import HEADS_FILE, MODES, call_token_position, heads_verdict, refine_arguments
 from pixelis_ros.policy.model_folder import ModelFolderError, check_model_folder
-from pixelis_ros.policy.profile import load_profile
+from pixelis_ros.policy.profile import PROFILE_FILE, load_profile
 from pixelis_ros.policy.prompt import geometries, model_prompt
 from pixelis_ros.policy.stopping import STOP_STRINGS, StopRule, stopping_criteria
 from pixelis_ros.policy.tokenizer import missing_tokens
@@ -70,7 +70,9 @@ class HFPolicy:
 
         hf_logging.disable_progress_bar()
         folder = check_model_folder(model_dir)
-        self.profile = load_profile(model_dir)
+        # A LoRA run's adapter folder carries the profile it was trained with; else the model's.
+        adapter_profile = options.adapter and (Path(options.adapter) / PROFILE_FILE).is_file()
+        self.profile = load_profile(options.adapter if adapter_profile else model_dir)
         if options.heads == "auto":
             options = replace(options, heads=self.profile.heads)
         if options.dtype not in DTYPES:

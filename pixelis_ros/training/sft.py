@@ -197,20 +197,17 @@ def save_checkpoint(accelerator, out: Path, config: SFTConfig, step: int, epoch:
 
 
 def save_final(model, processor, config: SFTConfig, profile: PromptProfile, final: Path) -> Path:
-    """A servable model folder: the backbone (LoRA merged for small models; kept as an adapter
-    folder next to the base for LoRA runs), tokenizer/processor files, heads, profile, recipe."""
+    """A servable folder: the whole model for full fine-tuning, or (LoRA) a peft adapter folder to
+    load on the base (``load_policy("torch", BASE, adapter=DIR)``); tokenizer/processor files,
+    heads, prompt profile and recipe beside it."""
     from pixelis_ros.policy.heads import save_heads
 
     final.mkdir(parents=True, exist_ok=True)
-    backbone = model.backbone
-    if config.lora_r:
-        backbone.save_pretrained(str(final), safe_serialization=True)  # adapter_config + adapter_model.safetensors
-    else:
-        backbone.save_pretrained(str(final), safe_serialization=True)
-        for name in COPIED_FILES:
-            src = Path(config.model) / name
-            if src.is_file():
-                shutil.copy2(src, final / name)
+    model.backbone.save_pretrained(str(final), safe_serialization=True)  # peft saves only the adapter
+    for name in COPIED_FILES:
+        src = Path(config.model) / name
+        if src.is_file():
+            shutil.copy2(src, final / name)
     if model.heads is not None:
         save_heads(model.heads, final)
     profile.save(final)
