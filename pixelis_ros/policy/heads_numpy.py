@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelis_ros.boxes import iou
+from pixelis_ros.boxes import MIN_BOX_SIDE, iou
 from pixelis_ros.policy.model_folder import ModelFolderError
 
 HEADS_FILE = "heads.safetensors"
@@ -143,6 +143,21 @@ def call_token_position(tokenizer, token_ids: list[int]) -> int | None:
     return None
 
 
+def grown_box(box: list[float], width: float, height: float, side: float = MIN_BOX_SIDE) -> list[float]:
+    """``box`` grown about its centre to at least ``side`` px a side (the smallest crop a tool
+    accepts) and kept inside the image. The regressor is trained on boxes that side or larger but
+    can undershoot by a pixel, and a refused call derails a small policy's episode."""
+    out = []
+    for lo, hi, limit in ((box[0], box[2], width), (box[1], box[3], height)):
+        need = min(side + 0.2, limit) - (hi - lo)  # + 0.2: rounding to 0.1 px must not undercut it
+        if need > 0:
+            lo, hi = lo - need / 2, hi + need / 2
+            shift = max(0.0, -lo) - max(0.0, hi - limit)
+            lo, hi = lo + shift, hi + shift
+        out.append((round(lo, 1), round(hi, 1)))
+    return [out[0][0], out[1][0], out[0][1], out[1][1]]
+
+
 def heads_verdict(pred: dict, mode: str, ref: str, width: float, height: float, arguments: dict,
                   min_iou: float) -> dict:
     """The heads' verdict on a call: box/point in internal pixels of image ``ref`` (``width`` x
@@ -150,7 +165,7 @@ def heads_verdict(pred: dict, mode: str, ref: str, width: float, height: float, 
     with the heads' box and whether they agree (IoU >= ``min_iou``)."""
     logits = np.asarray(pred["pointer_logits"], np.float64)
     probs = np.exp(logits - logits.max())
-    box = [round(float(v) * s, 1) for v, s in zip(np.asarray(pred["box"]).tolist(), (width, height) * 2)]
+    box = grown_box([float(v) * s for v, s in zip(np.asarray(pred["box"]).tolist(), (width, height) * 2)], width, height)
     point = [round(float(v) * s, 1) for v, s in zip(np.asarray(pred["point"]).tolist(), (width, height))]
     verdict = {"mode": mode, "image": ref, "cell": int(pred["chosen"]), "box": box, "point": point,
                "score": round(float(probs.max() / probs.sum()), 4)}

@@ -86,12 +86,16 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 def train(config: SFTConfig, resume: bool = False, progress: bool = True) -> dict:
     """Run the recipe; returns the summary written to ``output_dir/summary.json``."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import set_seed
     from tqdm import tqdm
 
     torch.set_num_threads(config.threads)
-    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=config.mixed_precision)
+    # Heads a batch has no target for (point, time) get no gradient: DDP must be told. Without a
+    # GPU, processes started by torchrun / accelerate join over gloo (cpu=True).
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=config.mixed_precision,
+                              cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     set_seed(config.seed)
     out = Path(config.output_dir)
     arch, processor, backbone = load_backbone(config)
