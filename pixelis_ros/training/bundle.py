@@ -64,7 +64,8 @@ def model_card(run: Path, final: Path, table: str | None) -> str:
         f"{config['argument_weight']} / answer {config['answer_weight']}, heads pointer {config['pointer_weight']} / "
         f"box {config['box_weight']})",
         f"- wall time on 2 CPU cores: export {export_s} s + SFT {summary['train_seconds']} s = {total / 60:.1f} min "
-        f"(median {sorted(speed)[len(speed) // 2] if speed else '?'} steps/s); final loss {summary['final_loss']}",
+        f"(median {sorted(speed)[len(speed) // 2] if speed else '?'} steps/s), as this run measured it: jobs sharing "
+        f"the cores slow it, so compare steps/s with `pixelis bench sft`; final loss {summary['final_loss']}",
         "- reproduce: `make model` (export, tokenizer and initial weights, SFT, this folder)", "",
     ]
     if table:
