@@ -8,8 +8,7 @@
 
 from __future__ import annotations
 
-from pixelis_ros.training.config import ConfigError
-from pixelis_ros.training.data import DatasetError
+from pixelis_ros.training.config import ConfigError, DatasetError
 
 USAGE_ERRORS: tuple[type[Exception], ...] = (ConfigError, DatasetError)
 

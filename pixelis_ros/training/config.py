@@ -20,6 +20,11 @@ class ConfigError(ValueError):
     """A recipe field that is unknown, of the wrong type or out of range; the message names it."""
 
 
+class DatasetError(ValueError):
+    """An export folder or record that cannot be trained on; the message names the file or field.
+    (Here, not in ``data``, so the command line can name it without importing torch.)"""
+
+
 @dataclass(frozen=True)
 class SFTConfig:
     """Supervised fine-tuning on CoTA traces exported from the simulator (DESIGN §1, phase 1)."""

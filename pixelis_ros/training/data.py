@@ -28,6 +28,7 @@ import torch
 from pixelis_ros.policy.coords import ResizeRule, box_image, convention, messages_to_model
 from pixelis_ros.policy.profile import PromptProfile
 from pixelis_ros.policy.prompt import geometries, image_refs
+from pixelis_ros.training.config import DatasetError
 
 IMAGE_PAD = "<|image_pad|>"
 _ASSISTANT = re.compile(r"<\|im_start\|>assistant\n(.*?<\|im_end\|>)", re.DOTALL)
@@ -36,10 +37,6 @@ _NAME = re.compile(r'"name":\s*"([^"]*)"')
 _ARGUMENTS = re.compile(r'"arguments":\s*(\{.*\})\s*\}\s*$', re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 RECORD_FIELDS = ("id", "family", "question", "answer", "images", "image_files", "messages", "expert_correct")
-
-
-class DatasetError(ValueError):
-    """An export folder or record that cannot be trained on; the message names the file or field."""
 
 
 @dataclass

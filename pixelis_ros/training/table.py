@@ -80,7 +80,7 @@ def _diagnosis_summary(per_family: dict[str, list[dict]]) -> dict:
     return out
 
 
-def _policy_factory(spec: str, tasks, backend: str, prior_tasks):
+def _policy_factory(spec: str, backend: str, prior_tasks):
     from pixelis_ros.sim.bench import answer_prior, no_tool, oracle
 
     if spec == "oracle":
@@ -115,7 +115,7 @@ def sft_table(config: str | Path = "training/table.yaml", episodes: int = 120, b
     toolbox = Toolbox()
     results = []
     for row in rows:
-        factory, model = _policy_factory(row["policy"], tasks, backend,
+        factory, model = _policy_factory(row["policy"], backend,
                                          lambda: iter_tasks(suite, episodes, start=episodes))
         per_family = defaultdict(list)
         result = run_bench(tasks, factory, toolbox,
