@@ -148,12 +148,11 @@ class SFTExamples:
 
     def __init__(self, folder: str | Path, processor, arch: str, profile: PromptProfile, *, no_tools: bool = False,
                  name_weight: float = 1.0, argument_weight: float = 1.0, answer_weight: float = 1.0,
-                 max_episodes: int = 0, max_length: int = 2048):
+                 max_episodes: int = 0):
         self.folder = Path(folder)
         self.processor, self.arch, self.profile = processor, arch, profile
         self.no_tools = no_tools
         self.weights = (name_weight, argument_weight, answer_weight)
-        self.max_length = max_length
         self.resize = ResizeRule.of(processor.image_processor)
         self.merge = processor.image_processor.merge_size
         self.image_token_id = processor.tokenizer.convert_tokens_to_ids(IMAGE_PAD)

@@ -103,7 +103,7 @@ def train(config: SFTConfig, resume: bool = False, progress: bool = True) -> dic
                             heads="refine" if config.heads else "off")
     data = SFTExamples(config.data, processor, arch, profile, no_tools=config.no_tools, name_weight=config.name_weight,
                        argument_weight=config.argument_weight, answer_weight=config.answer_weight,
-                       max_episodes=config.max_episodes, max_length=config.max_length)
+                       max_episodes=config.max_episodes)
     heads = make_heads(config, backbone)
     from pixelis_ros.training.losses import SFTModel
 
