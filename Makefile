@@ -9,7 +9,7 @@ STAMP := $(VENV)/.pixelis-installed
 # Tests run on the CPU; keep the BLAS/torch thread pools to the 2 cores we plan for.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test bench model table clean
+.PHONY: setup demo test bench model table rft rft-table clean
 
 setup: $(STAMP)
 
@@ -37,21 +37,38 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# The bundled model from scratch on this CPU (wall time in its model card): the train suite's
-# episodes, a tokenizer and random weights, SFT, then the folder with its card.
+# The bundled model from scratch on this CPU (wall times in the model cards): the train suite's
+# episodes, a tokenizer and random weights, SFT (models/pixelis-small-sft), then CC-RFT on it
+# (models/pixelis-small, the default every command serves).
 TRAIN_EPISODES ?= 3000
+RFT := $(VENV)/bin/pixelis train rft --config training/configs/rft_small.yaml --json
 model: setup
 	$(VENV)/bin/pixelis sim export --suite train --episodes $(TRAIN_EPISODES) --out data/train --json
 	$(VENV)/bin/pixelis model build --arch qwen3_vl --preset small --corpus data/train --out out/model/pixelis-small-init --json
 	$(VENV)/bin/pixelis train sft --config training/configs/sft_small.yaml --set max_episodes=$(TRAIN_EPISODES) --json
-	$(VENV)/bin/pixelis train bundle --run out/sft/small --out models/pixelis-small --json
+	$(VENV)/bin/pixelis train bundle --run out/sft/small --out models/pixelis-small-sft --json
+	$(RFT)
+	$(VENV)/bin/pixelis train bundle --run out/rft/small --out models/pixelis-small --json
 
-# The results table of the model card (needs `make model` first): the two baselines train here.
+# The SFT results table (needs `make model` first): the two baselines train here.
 table: setup
 	$(VENV)/bin/pixelis train sft --config training/configs/sft_small_notools.yaml --set max_episodes=$(TRAIN_EPISODES) --json
 	$(VENV)/bin/pixelis train sft --config training/configs/sft_small_ablation.yaml --set max_episodes=$(TRAIN_EPISODES) --json
 	$(VENV)/bin/pixelis train table --out out/table --json
-	$(VENV)/bin/pixelis train bundle --run out/sft/small --out models/pixelis-small --table out/table/table.md --json
+	$(VENV)/bin/pixelis train bundle --run out/sft/small --out models/pixelis-small-sft --table out/table/table.md --json
+
+# CC-RFT on the SFT model (about 7 minutes on 2 cores), its three ablations, the table on the SFT
+# table's test episodes, and the bundled model's card with it.
+rft: setup
+	$(RFT)
+
+rft-table: rft
+	$(RFT) --set output_dir=out/rft/small-nocuriosity --set curiosity_weight=0
+	$(RFT) --set output_dir=out/rft/small-nocoherence --set coherence_weight=0
+	$(RFT) --set output_dir=out/rft/small-correctness --set acting_weight=0 --set invalid_penalty=0 \
+	  --set curiosity_weight=0 --set coherence_weight=0 --set efficiency_penalty=0 --set tool_bonus=0
+	$(VENV)/bin/pixelis train table --config training/table_rft.yaml --out out/table-rft --json
+	$(VENV)/bin/pixelis train bundle --run out/rft/small --out models/pixelis-small --table out/table-rft/table.md --json
 
 bench: setup
 	$(VENV)/bin/pixelis bench tools --json

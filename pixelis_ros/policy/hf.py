@@ -103,6 +103,9 @@ class HFPolicy:
         self.heads = None
         if options.heads != "off":
             self.heads = self._load_heads().to(options.device)
+        self.pointer_temperature = 0.0
+        """Above 0 (RL rollouts), the grounding cell is sampled from the pointer's distribution at this
+        temperature instead of its argmax; the verdict records the cell's log-probability."""
 
     # --- adapters -------------------------------------------------------------------------------
 
@@ -289,17 +292,35 @@ class HFPolicy:
             return {"error": "no <tool_call> token in the generation"}
         states = self._hidden_states(out, row, prompt_len, position, inputs)
         query = states[prompt_len + position]
+        cells, rows, cols = self.image_cells(inputs, refs, ref)
+        keys = states[cells]
+        grid = torch.tensor([[rows, cols]], device=keys.device)
+        sampled = None
+        with torch.no_grad():
+            if self.pointer_temperature > 0:
+                logits = self.heads.pointer_logits(query[None].float(), keys[None].float())[0] / self.pointer_temperature
+                dist = torch.distributions.Categorical(logits=logits)
+                cell = dist.sample()
+                sampled = {"cell_logprob": float(dist.log_prob(cell)), "pointer_entropy": float(dist.entropy())}
+                pred = self.heads(query[None].float(), keys[None].float(), grid, chosen=cell[None])
+            else:
+                pred = self.heads(query[None].float(), keys[None].float(), grid)
+        pred = {k: v[0].float().cpu().numpy() for k, v in pred.items()}
+        verdict = heads_verdict(pred, self.options.heads, ref, g.width, g.height, arguments, self.options.heads_min_iou)
+        if sampled is not None:
+            verdict.update(sampled, sampled_position=position)
+        return verdict
+
+    def image_cells(self, inputs, refs: list[str], ref: str) -> tuple[torch.Tensor, int, int]:
+        """Token positions (row-major cells) of the last image named ``ref`` in a prompt's
+        ``inputs``, and its grid's rows and cols: the pointer's keys."""
         image_index = len(refs) - 1 - refs[::-1].index(ref)
         grid_thw = inputs["image_grid_thw"][image_index].tolist()
         merge = self.processor.image_processor.merge_size
         rows, cols = grid_thw[1] // merge, grid_thw[2] // merge
         token_positions = (inputs["input_ids"][0] == self.model.config.image_token_id).nonzero()[:, 0]
         start = sum(int(t[1] * t[2]) // merge ** 2 for t in inputs["image_grid_thw"][:image_index].tolist())
-        keys = states[token_positions[start:start + rows * cols]]
-        with torch.no_grad():
-            pred = self.heads(query[None].float(), keys[None].float(), torch.tensor([[rows, cols]], device=keys.device))
-        pred = {k: v[0].float().cpu().numpy() for k, v in pred.items()}
-        return heads_verdict(pred, self.options.heads, ref, g.width, g.height, arguments, self.options.heads_min_iou)
+        return token_positions[start:start + rows * cols], rows, cols
 
     def _hidden_states(self, out, row, prompt_len, position, inputs) -> torch.Tensor:
         """Last-layer hidden states ``[prompt_len + position + 1, H]`` of one row, from the generation's

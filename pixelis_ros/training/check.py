@@ -22,7 +22,7 @@ ACCELERATE_DIR = Path(__file__).resolve().parents[2] / "training" / "accelerate"
 ACCELERATE_KEYS = ("distributed_type", "num_processes", "mixed_precision")
 
 
-def _model_report(config: SFTConfig) -> dict:
+def _model_report(config) -> dict:
     from pixelis_ros.policy.presets import ARCHS
 
     folder = Path(config.model)
@@ -84,3 +84,27 @@ def check_recipe(config: SFTConfig) -> dict:
         raise ConfigError("dtype bfloat16 with lora_r 0 trains every weight in bf16; use LoRA or float32")
     return {"ok": True, "config": config.to_dict(), "model": _model_report(config), "data": _data_report(config),
             "accelerate": _accelerate_report(), "heads": config.heads}
+
+
+def check_rft_recipe(config) -> dict:
+    """``pixelis train rft --check``: the RFT recipe's fields, its SFT model folder (sizes, LoRA
+    targets, heads), the simulator suite its prompts come from and the accelerate configs."""
+    from pixelis_ros.sim.suites import SuiteError, load_suite
+
+    try:
+        suite = load_suite(config.suite)
+    except SuiteError as e:
+        raise ConfigError(f"suite: {e}") from None
+    if suite.name == "test":
+        raise ConfigError("suite: the test suite scores the table; train on another (train)")
+    folder = Path(config.model)
+    heads = (folder / "heads.safetensors").is_file() or (bool(config.adapter) and (Path(config.adapter) / "heads.safetensors").is_file())
+    adapter = None
+    if config.adapter:
+        adapter = config.adapter if (Path(config.adapter) / "adapter_config.json").is_file() else \
+            f"missing ({config.adapter}: the SFT run's adapter folder is needed to train)"
+    return {"ok": True, "config": config.to_dict(), "model": _model_report(config), "adapter": adapter,
+            "heads": heads if folder.is_dir() else "missing (the SFT model folder is needed to train)",
+            "suite": {"name": suite.name, "episodes_used": config.max_steps * config.groups_per_step,
+                      "start_episode": config.start_episode},
+            "accelerate": _accelerate_report()}

@@ -2,6 +2,7 @@
 ``add_train_commands`` (``pixelis_ros/cli.py`` calls it). Nothing heavy is imported at the top.
 
 - ``train sft --config R.yaml [--set field=value ...] [--resume] [--check]``
+- ``train rft --config R.yaml [--set field=value ...] [--check]``
 - ``train table [--episodes N] [--json]``: the SFT results table on held-out test episodes.
 - ``train bundle --run RUN --out DIR [--table T.md]``: a finished run as a model folder with its card.
 """
@@ -43,6 +44,38 @@ def add_sft(train_sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_sft)
+
+
+def cmd_rft(args) -> dict:
+    from pixelis_ros.policy.model_folder import ModelFolderError
+    from pixelis_ros.training.config import load_config
+    from pixelis_ros.training.rft_config import RFTConfig
+
+    config = load_config(args.config, args.set, cls=RFTConfig)
+    if args.check:
+        from pixelis_ros.training.check import check_rft_recipe
+
+        return check_rft_recipe(config)
+    from pixelis_ros.training.rft import train_rft
+
+    try:
+        return train_rft(config, progress=not args.no_progress)
+    except (ModelFolderError, FileNotFoundError) as e:
+        raise ConfigError(str(e)) from None
+
+
+def add_rft(train_sub) -> None:
+    p = train_sub.add_parser("rft", help="CC-RFT: GRPO over whole tool chains with curiosity, coherence and a KL anchor",
+                             description="Improve an SFT model folder by reinforcement on simulator episodes: groups of "
+                                         "complete trajectories per scene, the pointer's grounding choice sampled and "
+                                         "in the loss. Multi-process: accelerate launch -m pixelis_ros train rft ...")
+    p.add_argument("--config", required=True, help="recipe YAML (training/configs/rft_*.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a recipe field (repeatable)")
+    p.add_argument("--check", action="store_true", help="validate the recipe (fields, model config, LoRA targets, "
+                                                        "accelerate configs) without loading weights or training")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_rft)
 
 
 def cmd_table(args) -> dict:
@@ -88,14 +121,27 @@ def cmd_bench_agent(args) -> dict:
     return bench_agent(episodes=args.episodes, threads=args.threads)
 
 
+def cmd_bench_rft(args) -> dict:
+    from pixelis_ros.training.bench import bench_rft
+
+    return bench_rft(steps=args.steps, groups=args.groups, threads=args.threads)
+
+
 def add_training_benches(bench_sub) -> None:
-    """``pixelis bench sft`` and ``pixelis bench agent`` (registered by the main parser)."""
+    """``pixelis bench sft``, ``bench rft`` and ``bench agent`` (registered by the main parser)."""
     p = bench_sub.add_parser("sft", help="SFT steps/s, samples/s and peak RSS of the bundled recipe's preset")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--episodes", type=int, default=48, help="validation episodes exported to train on")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_sft)
+    p = bench_sub.add_parser("rft", help="CC-RFT rollouts/s, RL steps/s and a group's rollout time (batched first "
+                                         "turns vs one by one) on the bundled recipe")
+    p.add_argument("--steps", type=int, default=6, help="RL steps of the timed run")
+    p.add_argument("--groups", type=int, default=3, help="scenes of the grouped vs one-by-one rollout comparison")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_rft)
     p = bench_sub.add_parser("agent", help="episode latency p50/p99 of the bundled model: torch eager vs ONNX Runtime")
     p.add_argument("--episodes", type=int, default=24)
     p.add_argument("--threads", type=int, default=1)
@@ -106,5 +152,5 @@ def add_training_benches(bench_sub) -> None:
 def add_train_commands(sub) -> None:
     train = sub.add_parser("train", help="training: SFT, its results table, the bundled model").add_subparsers(
         dest="train", required=True)
-    for add in (add_sft, add_table, add_bundle):
+    for add in (add_sft, add_rft, add_table, add_bundle):
         add(train)

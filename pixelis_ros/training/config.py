@@ -132,12 +132,8 @@ class SFTConfig:
         return dataclasses.asdict(self)
 
 
-_FIELDS = {f.name: f for f in fields(SFTConfig)}
-
-
-def _coerce(name: str, value: Any, where: str) -> Any:
+def _coerce(kind: str, name: str, value: Any, where: str) -> Any:
     """``value`` as the field's type (YAML gives ints for floats, the command line gives strings)."""
-    kind = _FIELDS[name].type
     if isinstance(value, str) and kind != "str":
         try:
             value = yaml.safe_load(value)
@@ -157,9 +153,11 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     return value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> SFTConfig:
-    """The recipe at ``path`` (YAML) with ``overrides`` (``["key=value", ...]`` or a dict) on top.
-    Relative paths in the file are relative to the current directory, as on the command line."""
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None, cls: type = SFTConfig):
+    """The recipe at ``path`` (YAML) with ``overrides`` (``["key=value", ...]`` or a dict) on top, as
+    an instance of the config dataclass ``cls`` (``SFTConfig``, ``RFTConfig``). Relative paths in
+    the file are relative to the current directory, as on the command line."""
+    known = {f.name: f for f in fields(cls)}
     values: dict[str, Any] = {}
     where = "--set"
     if path is not None:
@@ -185,10 +183,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
             if not sep:
                 raise ConfigError(f"--set {item!r}: use --set field=value")
             values[key.strip()] = value
-    unknown = sorted(set(values) - set(_FIELDS))
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; fields: {', '.join(_FIELDS)}")
-    missing = [n for n, f in _FIELDS.items() if f.default is dataclasses.MISSING and n not in values]
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; fields: {', '.join(known)}")
+    missing = [n for n, f in known.items() if f.default is dataclasses.MISSING and n not in values]
     if missing:
         raise ConfigError(f"{where}: missing required field(s) {missing}")
-    return SFTConfig(**{k: _coerce(k, v, where) for k, v in values.items()})
+    return cls(**{k: _coerce(known[k].type, k, v, where) for k, v in values.items()})

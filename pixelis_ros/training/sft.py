@@ -204,19 +204,26 @@ def save_final(model, processor, config: SFTConfig, profile: PromptProfile, fina
     """A servable folder: the whole model for full fine-tuning, or (LoRA) a peft adapter folder to
     load on the base (``load_policy("torch", BASE, adapter=DIR)``); tokenizer/processor files,
     heads, prompt profile and recipe beside it."""
+    return save_model_folder(model.backbone, model.heads, Path(config.model), profile, final,
+                             {"sft_config.yaml": config.to_dict()})
+
+
+def save_model_folder(backbone, heads, source: Path, profile: PromptProfile, folder: Path, recipes: dict) -> Path:
+    """``backbone`` (peft saves only its adapter) and ``heads`` as a model folder, with the
+    tokenizer/processor files of ``source``, the prompt profile and each ``{file name: recipe}``."""
     from pixelis_ros.policy.heads import save_heads
 
-    final.mkdir(parents=True, exist_ok=True)
-    model.backbone.save_pretrained(str(final), safe_serialization=True)  # peft saves only the adapter
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone.save_pretrained(str(folder), safe_serialization=True)
     for name in COPIED_FILES:
-        src = Path(config.model) / name
-        if src.is_file():
-            shutil.copy2(src, final / name)
-    if model.heads is not None:
-        save_heads(model.heads, final)
-    profile.save(final)
-    (final / "sft_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    return final
+        if (source / name).is_file():
+            shutil.copy2(source / name, folder / name)
+    if heads is not None:
+        save_heads(heads, folder)
+    profile.save(folder)
+    for name, recipe in recipes.items():
+        (folder / name).write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return folder
 
 
 def plot_losses(history: list[dict], path: Path) -> None:
