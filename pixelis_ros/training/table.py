@@ -4,7 +4,9 @@ episodes, generated once and shared, with relative gains computed as the paper d
 
 Rows come from ``training/table.yaml``: the no-tool answer prior, the same architecture trained
 without tools (the paper's baseline), the oracle (the ceiling the tools allow), the SFT model and
-its ablation. For model rows the table also says *which step fails*, per family, by comparing each
+its ablation. Beside the relative gain each row counts, on the same episodes, those it gets right
+and the baseline wrong and the reverse (a paired view: on 120 episodes one episode is 0.8 points).
+For model rows the table also says *which step fails*, per family, by comparing each
 episode with the expert's own trace on the same pixels:
 
 - ``tool_choice``: the episode's sequence of operations equals the expert's;
@@ -117,18 +119,27 @@ def sft_table(config: str | Path = "training/table.yaml", episodes: int = 120, b
     for row in rows:
         factory, model = _policy_factory(row["policy"], backend,
                                          lambda: iter_tasks(suite, episodes, start=episodes))
-        per_family = defaultdict(list)
-        result = run_bench(tasks, factory, toolbox,
-                           on_episode=lambda task, episode: per_family[task.family].append(diagnose(task, episode)))
+        per_family, correct = defaultdict(list), []
+
+        def on_episode(task, episode, per_family=per_family, correct=correct):
+            per_family[task.family].append(diagnose(task, episode))
+            correct.append(task.is_correct(episode.answer))
+
+        result = run_bench(tasks, factory, toolbox, on_episode=on_episode)
         entry = {"name": row["name"], "policy": row["policy"], "mean_accuracy": result["mean_accuracy"],
-                 "families": result["families"], "markdown": family_markdown(result, row["name"])}
+                 "families": result["families"], "markdown": family_markdown(result, row["name"]), "correct": correct}
         if model is not None:
             entry["diagnosis"] = _diagnosis_summary(per_family)
         results.append(entry)
     base = next(r for r in results if r["name"] == baseline)
+    base_correct = base["correct"]
     for r in results:
         b = base["mean_accuracy"]
         r["relative_gain"] = round((r["mean_accuracy"] - b) / b, 4) if b else None
+        # paired on the same episodes: right here and wrong in the baseline, and the reverse
+        pairs = list(zip(r.pop("correct"), base_correct))
+        r["vs_baseline"] = {"wins": sum(mine and not theirs for mine, theirs in pairs),
+                            "losses": sum(theirs and not mine for mine, theirs in pairs)}
     oracle_mean = next((r["mean_accuracy"] for r in results if r["policy"] == "oracle"), None)
     table = {"suite": suite.name, "episodes": len(tasks), "backend": backend, "baseline": baseline, "rows": results,
              "oracle_share": {r["name"]: round(r["mean_accuracy"] / oracle_mean, 4) if oracle_mean else None
@@ -143,15 +154,16 @@ def sft_table(config: str | Path = "training/table.yaml", episodes: int = 120, b
 
 def summary_markdown(results: list[dict], baseline: str) -> str:
     families = list(results[0]["families"])
-    head = "| row | " + " | ".join(families) + " | mean | rel. gain vs " + baseline + " | valid calls | chain |"
-    lines = [head, "|" + "---|" * (len(families) + 5)]
+    head = ("| row | " + " | ".join(families) + " | mean | rel. gain vs " + baseline + " | episodes won/lost vs "
+            + baseline + " | valid calls | chain |")
+    lines = [head, "|" + "---|" * (len(families) + 6)]
     for r in results:
         fams = r["families"]
         calls = [f["valid_call_rate"] for f in fams.values() if f["valid_call_rate"] is not None]
         chain = statistics.fmean(f["mean_chain_length"] for f in fams.values())
         gain = "-" if r["relative_gain"] is None else f"{r['relative_gain'] * 100:+.1f}%"
         lines.append(f"| {r['name']} | " + " | ".join(f"{fams[f]['accuracy']:.2f}" for f in families)
-                     + f" | **{r['mean_accuracy']:.3f}** | {gain} | "
+                     + f" | **{r['mean_accuracy']:.3f}** | {gain} | {r['vs_baseline']['wins']}/{r['vs_baseline']['losses']} | "
                      + (f"{statistics.fmean(calls):.2f}" if calls else "-") + f" | {chain:.2f} |")
     diag = [r for r in results if "diagnosis" in r]
     if diag:
