@@ -229,3 +229,18 @@ def test_tokenizer_without_special_tokens(tiny_models, tmp_path):
     (folder / "tokenizer.json").write_text(json.dumps(data))
     with pytest.raises(ModelFolderError, match=r"tokenizer.json lacks the special token\(s\) <\|vision_start\|>"):
         load_hf_policy(folder)
+
+
+def test_thin_crops_are_read_channels_last(tiny_models):
+    """A tool crop 3 px high must not be mistaken for a channels-first image by the processor."""
+    import numpy as np
+    from transformers import AutoProcessor
+
+    from pixelis_ros.policy.prompt import encode_prompt
+
+    processor = AutoProcessor.from_pretrained(tiny_models["qwen3_vl"], local_files_only=True)
+    thin = np.random.default_rng(0).integers(0, 255, (3, 93, 3), dtype=np.uint8)
+    messages = [{"role": "user", "content": [{"type": "image", "image": "obs:0"}, {"type": "text", "text": "q"}]}]
+    enc = encode_prompt(processor, messages, {"obs:0": thin})
+    t, h, w = enc["image_grid_thw"][0].tolist()
+    assert w > h  # 93 px wide, 3 px high (resized), not 3 wide

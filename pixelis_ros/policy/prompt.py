@@ -14,6 +14,9 @@ from pixelis_ros.policy.base import PolicyError
 from pixelis_ros.policy.coords import Geometry, ResizeRule, convention, geometry, messages_to_model
 from pixelis_ros.policy.profile import PromptProfile
 
+CHANNELS_LAST = "channels_last"
+"""Every image we hand a processor is H x W x C."""
+
 
 def image_refs(messages: list[dict]) -> list[str]:
     """Every image placeholder, in the order the chat template emits them."""
@@ -35,7 +38,9 @@ def encode_prompt(processor, messages: list[dict], images: dict[str, np.ndarray]
         raise PolicyError(f"the messages show image(s) {unknown} that are not in images ({sorted(images)})")
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     pixels = [np.ascontiguousarray(np.asarray(images[r])[..., :3]) for r in refs]
-    enc = processor(text=[text], images=pixels or None, return_tensors=return_tensors)
+    # channels_last always: the processor guesses the layout from the shape, and a crop 1, 3 or 4 px
+    # high would be read as channels-first (wrong grid, wrong pixels)
+    enc = processor(text=[text], images=pixels or None, return_tensors=return_tensors, input_data_format=CHANNELS_LAST)
     return {k: np.asarray(v) for k, v in enc.items()} if return_tensors == "np" else enc
 
 

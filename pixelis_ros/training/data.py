@@ -27,7 +27,7 @@ import torch
 
 from pixelis_ros.policy.coords import ResizeRule, box_image, convention, messages_to_model
 from pixelis_ros.policy.profile import PromptProfile
-from pixelis_ros.policy.prompt import geometries, image_refs
+from pixelis_ros.policy.prompt import CHANNELS_LAST, geometries, image_refs
 from pixelis_ros.training.config import DatasetError
 
 IMAGE_PAD = "<|image_pad|>"
@@ -180,7 +180,8 @@ class SFTExamples:
         model_messages = messages_to_model(messages, geoms, convention(self.arch))
         text = self.processor.apply_chat_template(model_messages, tokenize=False)
         pixels = [images[r] for r in refs]
-        enc = self.processor(text=[text], images=pixels or None, return_tensors="pt", return_offsets_mapping=True)
+        enc = self.processor(text=[text], images=pixels or None, return_tensors="pt", return_offsets_mapping=True,
+                             input_data_format=CHANNELS_LAST)
         ids = enc["input_ids"][0]
         grid = enc.get("image_grid_thw")
         counts = [int(g.prod()) // self.merge ** 2 for g in grid] if grid is not None else []
