@@ -14,7 +14,7 @@ turns are sampled in one batched ``generate`` call of ``n = G`` and handed out o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,7 +48,6 @@ class Trajectory:
     reward: float = 0.0
     advantage: float = 0.0
     masked: bool = False  # truncated: kept in the group's statistics, out of the loss
-    terms: dict[str, float] = field(default_factory=dict)
 
 
 class SamplingPolicy:
