@@ -286,15 +286,8 @@ def save_rft_folder(model: PolicyLogProbs, policy, config: RFTConfig, folder: Pa
         recipes["sft_config.yaml"] = yaml.safe_load(sft.read_text(encoding="utf-8"))
     if config.adapter or config.lora_r:
         policy.save_adapter(folder, TRAINED_ADAPTER)  # the adapter and the heads
-        return save_model_folder(_Saved(), None, Path(config.model), policy.profile, folder, recipes)
+        return save_model_folder(None, None, Path(config.model), policy.profile, folder, recipes)
     return save_model_folder(model.backbone, model.heads, Path(config.model), policy.profile, folder, recipes)
-
-
-class _Saved:
-    """Stands in for a backbone already saved (as its adapter) while the folder's other files are written."""
-
-    def save_pretrained(self, *args, **kwargs) -> None:
-        pass
 
 
 def plot_curves(history: list[dict], path: Path) -> None:

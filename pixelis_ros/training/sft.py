@@ -209,12 +209,14 @@ def save_final(model, processor, config: SFTConfig, profile: PromptProfile, fina
 
 
 def save_model_folder(backbone, heads, source: Path, profile: PromptProfile, folder: Path, recipes: dict) -> Path:
-    """``backbone`` (peft saves only its adapter) and ``heads`` as a model folder, with the
-    tokenizer/processor files of ``source``, the prompt profile and each ``{file name: recipe}``."""
+    """``backbone`` (peft saves only its adapter; None: already saved) and ``heads`` as a model
+    folder, with the tokenizer/processor files of ``source``, the prompt profile and each
+    ``{file name: recipe}``."""
     from pixelis_ros.policy.heads import save_heads
 
     folder.mkdir(parents=True, exist_ok=True)
-    backbone.save_pretrained(str(folder), safe_serialization=True)
+    if backbone is not None:
+        backbone.save_pretrained(str(folder), safe_serialization=True)
     for name in COPIED_FILES:
         if (source / name).is_file():
             shutil.copy2(source / name, folder / name)
