@@ -314,3 +314,16 @@ def test_recipes_check_and_bad_fields_are_one_error(tmp_path):
         assert run_.returncode == 2 and message in json.loads(run_.stdout)["error"], run_.stdout
     with pytest.raises(ConfigError, match="pointer_temperature must be > 0"):
         config(pointer_temperature=0)
+
+
+def test_table_counts_paired_wins_and_losses(tmp_path):
+    from pixelis_ros.training.table import sft_table
+
+    rows = tmp_path / "rows.yaml"
+    rows.write_text("baseline: prior\nrows:\n  - {name: prior, policy: noTool}\n  - {name: oracle, policy: oracle}\n")
+    table = sft_table(rows, episodes=6)
+    prior, oracle = table["rows"]
+    assert prior["vs_baseline"] == {"wins": 0, "losses": 0}
+    paired = oracle["vs_baseline"]
+    assert paired["wins"] - paired["losses"] == round((oracle["mean_accuracy"] - prior["mean_accuracy"]) * 6)
+    assert paired["wins"] > 0 and f"| {paired['wins']}/{paired['losses']} |" in table["markdown"]

@@ -14,6 +14,16 @@ from pixelis_ros.training.config import ConfigError, DatasetError
 USAGE_ERRORS: tuple[type[Exception], ...] = (ConfigError, DatasetError)
 
 
+def _recipe_arguments(p, recipes: str, checked: str) -> None:
+    """The options every training command shares."""
+    p.add_argument("--config", required=True, help=f"recipe YAML ({recipes})")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a recipe field (repeatable)")
+    p.add_argument("--check", action="store_true", help=f"validate the recipe ({checked}) without loading weights or "
+                                                        "training")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
 def cmd_sft(args) -> dict:
     from pixelis_ros.policy.model_folder import ModelFolderError
     from pixelis_ros.training.config import load_config
@@ -36,13 +46,8 @@ def add_sft(train_sub) -> None:
                              description="Train a model folder on a `pixelis sim export` folder: masked, weighted "
                                          "next-token loss on the assistant turns plus the auxiliary grounding heads. "
                                          "Multi-process: accelerate launch -m pixelis_ros train sft ...")
-    p.add_argument("--config", required=True, help="recipe YAML (training/configs/*.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a recipe field (repeatable)")
+    _recipe_arguments(p, "training/configs/sft_*.yaml", "fields, model config, data, accelerate configs")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
-    p.add_argument("--check", action="store_true", help="validate the recipe (fields, model config, data, accelerate "
-                                                        "configs) without loading weights or training")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_sft)
 
 
@@ -69,12 +74,7 @@ def add_rft(train_sub) -> None:
                              description="Improve an SFT model folder by reinforcement on simulator episodes: groups of "
                                          "complete trajectories per scene, the pointer's grounding choice sampled and "
                                          "in the loss. Multi-process: accelerate launch -m pixelis_ros train rft ...")
-    p.add_argument("--config", required=True, help="recipe YAML (training/configs/rft_*.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a recipe field (repeatable)")
-    p.add_argument("--check", action="store_true", help="validate the recipe (fields, model config, LoRA targets, "
-                                                        "accelerate configs) without loading weights or training")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _recipe_arguments(p, "training/configs/rft_*.yaml", "fields, model config, LoRA targets, suite, accelerate configs")
     p.set_defaults(func=cmd_rft)
 
 

@@ -25,6 +25,20 @@ class DatasetError(ValueError):
     (Here, not in ``data``, so the command line can name it without importing torch.)"""
 
 
+def check_ranges(config, at_least_one=(), non_negative=(), positive=()) -> None:
+    """A ConfigError naming the first field of ``config`` out of its range (NaN is out of all)."""
+    for names, rule, ok in ((at_least_one, ">= 1", lambda v: v >= 1), (non_negative, ">= 0", lambda v: v >= 0),
+                            (positive, "> 0", lambda v: v > 0)):
+        for name in names:
+            if not ok(getattr(config, name)):
+                raise ConfigError(f"{name} must be {rule}, got {getattr(config, name)}")
+
+
+def check_choice(config, name: str, choices: tuple[str, ...]) -> None:
+    if getattr(config, name) not in choices:
+        raise ConfigError(f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, got {getattr(config, name)!r}")
+
+
 @dataclass(frozen=True)
 class SFTConfig:
     """Supervised fine-tuning on CoTA traces exported from the simulator (DESIGN §1, phase 1)."""
@@ -103,24 +117,14 @@ class SFTConfig:
     """Checkpoints kept (older ones are deleted)."""
 
     def __post_init__(self) -> None:
-        positive = ("max_steps", "batch_size", "grad_accum", "threads", "max_length", "logging_steps")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "max_episodes", "save_steps", "save_total_limit", "lora_r", "seed"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "weight_decay", "min_lr_ratio", "max_grad_norm", "name_weight", "argument_weight",
-                     "answer_weight", "pointer_weight", "box_weight", "giou_weight", "point_weight", "time_weight",
-                     "lora_dropout"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.lr == 0:
-            raise ConfigError("lr must be > 0")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ConfigError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ConfigError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+        check_ranges(self, at_least_one=("max_steps", "batch_size", "grad_accum", "threads", "max_length", "logging_steps"),
+                     non_negative=("warmup_steps", "max_episodes", "save_steps", "save_total_limit", "lora_r", "seed",
+                                   "weight_decay", "min_lr_ratio", "max_grad_norm", "name_weight", "argument_weight",
+                                   "answer_weight", "pointer_weight", "box_weight", "giou_weight", "point_weight",
+                                   "time_weight", "lora_dropout"),
+                     positive=("lr",))
+        check_choice(self, "mixed_precision", ("no", "bf16", "fp16"))
+        check_choice(self, "dtype", ("float32", "bfloat16"))
 
     @property
     def heads(self) -> bool:

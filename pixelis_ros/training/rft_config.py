@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from pixelis_ros.training.config import ConfigError
+from pixelis_ros.training.config import ConfigError, check_choice, check_ranges
 
 
 @dataclass(frozen=True)
@@ -109,27 +109,18 @@ class RFTConfig:
     """Steps between checkpoints (0 = only the final model)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "groups_per_step", "num_iterations", "threads", "max_steps_per_episode",
-                     "max_new_tokens", "logging_steps", "collapse_window"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_ranges(self, at_least_one=("max_steps", "groups_per_step", "num_iterations", "threads",
+                                         "max_steps_per_episode", "max_new_tokens", "logging_steps", "collapse_window"),
+                     non_negative=("start_episode", "warmup_steps", "save_steps", "lora_r", "seed", "weight_decay",
+                                   "max_grad_norm", "beta", "epsilon", "epsilon_high", "pointer_weight",
+                                   "correctness_weight", "acting_weight", "invalid_penalty", "curiosity_weight",
+                                   "curiosity_cap", "curiosity_gate", "coherence_weight", "efficiency_penalty",
+                                   "tool_bonus"),
+                     positive=("lr", "heads_lr", "curiosity_lr", "temperature", "pointer_temperature"))
         if self.num_generations < 2:
             raise ConfigError(f"num_generations must be >= 2 (advantages compare a group), got {self.num_generations}")
-        for name in ("start_episode", "warmup_steps", "save_steps", "lora_r", "seed"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "max_grad_norm", "beta", "epsilon", "epsilon_high", "pointer_weight",
-                     "correctness_weight", "acting_weight", "invalid_penalty", "curiosity_weight", "curiosity_cap",
-                     "curiosity_gate", "coherence_weight", "efficiency_penalty", "tool_bonus"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "heads_lr", "curiosity_lr", "temperature", "pointer_temperature"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ConfigError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ConfigError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+        check_choice(self, "mixed_precision", ("no", "bf16", "fp16"))
+        check_choice(self, "dtype", ("float32", "bfloat16"))
         if self.dtype == "bfloat16" and self.lora_r == 0 and not self.adapter:
             raise ConfigError("dtype bfloat16 with lora_r 0 trains every weight in bf16; use LoRA or float32")
 

@@ -119,16 +119,16 @@ def sft_table(config: str | Path = "training/table.yaml", episodes: int = 120, b
     for row in rows:
         factory, model = _policy_factory(row["policy"], backend,
                                          lambda: iter_tasks(suite, episodes, start=episodes))
-        per_family, correct = defaultdict(list), []
-
-        def on_episode(task, episode, per_family=per_family, correct=correct):
-            per_family[task.family].append(diagnose(task, episode))
-            correct.append(task.is_correct(episode.answer))
-
-        result = run_bench(tasks, factory, toolbox, on_episode=on_episode)
+        diagnoses = []  # (family, diagnosis) per episode, in the tasks' order
+        result = run_bench(tasks, factory, toolbox,
+                           on_episode=lambda task, episode, out=diagnoses: out.append((task.family, diagnose(task, episode))))
         entry = {"name": row["name"], "policy": row["policy"], "mean_accuracy": result["mean_accuracy"],
-                 "families": result["families"], "markdown": family_markdown(result, row["name"]), "correct": correct}
+                 "families": result["families"], "markdown": family_markdown(result, row["name"]),
+                 "correct": [d["correct"] for _, d in diagnoses]}
         if model is not None:
+            per_family = defaultdict(list)
+            for family, d in diagnoses:
+                per_family[family].append(d)
             entry["diagnosis"] = _diagnosis_summary(per_family)
         results.append(entry)
     base = next(r for r in results if r["name"] == baseline)
