@@ -21,7 +21,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("backend", default_value="torch", description="policy backend: torch, onnx or tensorrt"),
         DeclareLaunchArgument("trace", default_value="", description="CoTA script replayed instead of the model"),
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw", description="camera image topic"),
-        DeclareLaunchArgument("ttrl", default_value="false", description="test-time RL (not built yet: keep false)"),
+        DeclareLaunchArgument("ttrl", default_value="false", description="test-time RL: adapt a LoRA adapter on the answered queries, label-free"),
     ]
     node = Node(
         package="pixelis_ros",

@@ -20,6 +20,7 @@ from pixelis_ros.policy.cli import USAGE_ERRORS as MODEL_USAGE_ERRORS, add_model
 from pixelis_ros.policy.export_cli import USAGE_ERRORS as EXPORT_USAGE_ERRORS, add_export_commands, add_policy_bench
 from pixelis_ros.sim.cli import USAGE_ERRORS as SIM_USAGE_ERRORS, add_sim_commands
 from pixelis_ros.training.cli import USAGE_ERRORS as TRAIN_USAGE_ERRORS, add_train_commands, add_training_benches
+from pixelis_ros.ttrl.cli import USAGE_ERRORS as TTRL_USAGE_ERRORS, add_ttrl_bench, add_ttrl_commands
 
 
 class UsageError(ValueError):
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench_sim)
     add_policy_bench(bench)
     add_training_benches(bench)
+    add_ttrl_bench(bench)
 
     p = bench.add_parser("node", help="agent node over DDS: camera ingest rate, newest-frame-to-episode-start latency")
     p.add_argument("--seconds", type=float, default=5.0, help="camera streaming time per ingest run")
@@ -229,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_commands(sub)
     add_export_commands(sub)
     add_train_commands(sub)
+    add_ttrl_commands(sub)
     return parser
 
 
@@ -248,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except (UsageError, MediaError, ImageDecodeError, *SIM_USAGE_ERRORS, *BAG_USAGE_ERRORS, *NODE_USAGE_ERRORS,
-            *MODEL_USAGE_ERRORS, *EXPORT_USAGE_ERRORS, *TRAIN_USAGE_ERRORS) as e:
+            *MODEL_USAGE_ERRORS, *EXPORT_USAGE_ERRORS, *TRAIN_USAGE_ERRORS,
+            *TTRL_USAGE_ERRORS) as e:
         if getattr(args, "json", False):
             print(json.dumps({"error": str(e)}))
         else:

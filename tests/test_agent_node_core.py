@@ -34,7 +34,7 @@ def test_parameter_file_matches_the_config():
     ({"max_steps": "8"}, "parameter 'max_steps' must be int, got str"),
     ({"publish_annotated": 1}, "parameter 'publish_annotated' must be bool, got int"),
     ({"image_reliability": "sometimes"}, "must be best_effort or reliable"),
-    ({"ttrl": True}, "test-time RL is not built"),
+    ({"ttrl": True, "trace": "x.txt"}, "cannot adapt a replayed script"),
 ])
 def test_bad_parameters(params, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -97,6 +97,7 @@ class AgentNodeCore:
         self._queries: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
         self.agent: Agent | None = None
+        self.ttrl = None  # the test-time RL worker, with ttrl:=true
 
     # --- lifecycle: load on activate, free on deactivate ----------------------------------------
     def activate(self) -> None:
@@ -108,15 +109,41 @@ class AgentNodeCore:
         toolbox = Toolbox(ToolboxConfig(ocr_backend=c.ocr_backend, segment_backend=c.segment_backend,
                                         segment_options=sam2_options(c.segment_backend), track_backend=c.track_backend,
                                         track_options=sam2_options(c.track_backend), tool_time_budget_s=c.tool_time_budget_s))
-        self.agent = Agent(build_policy(c), toolbox, AgentLimits(max_steps=c.max_steps, max_query_chars=c.max_query_chars))
+        policy = build_policy(c)
+        if c.ttrl:
+            policy = self._start_ttrl(policy)
+        self.agent = Agent(policy, toolbox, AgentLimits(max_steps=c.max_steps, max_query_chars=c.max_query_chars))
         self._worker = threading.Thread(target=self._serve, name="pixelis-agent", daemon=True)
         self._worker.start()
+
+    def _start_ttrl(self, policy):
+        """The served policy wrapped for adapter swaps, and the test-time RL worker started."""
+        from pixelis_ros.policy.base import PolicyError
+        from pixelis_ros.policy.bundled import bundled_model, cache_dir
+        from pixelis_ros.training.config import ConfigError as RecipeError, load_config
+        from pixelis_ros.ttrl.config import TTRLConfig
+        from pixelis_ros.ttrl.worker import start_ttrl
+
+        c = self.config
+        try:
+            ttrl_config = load_config(c.ttrl_config or None, cls=TTRLConfig)
+        except RecipeError as e:
+            raise ConfigError(f"parameter 'ttrl_config': {e}") from None
+        model_dir = Path(c.model) if c.model else (bundled_model() if c.backend == "torch" else policy.folder)
+        state = Path(c.ttrl_state) if c.ttrl_state else cache_dir() / "ttrl" / model_dir.name
+        try:
+            serving, self.ttrl = start_ttrl(policy, model_dir, ttrl_config, state, log=self._error)
+        except (PolicyError, OSError) as e:
+            raise ConfigError(f"parameter 'ttrl': {e}") from None
+        return serving
 
     def deactivate(self) -> None:
         if self._worker is not None:
             self._queries.put(None)
             self._worker.join(timeout=30)
-        self._worker, self.agent = None, None
+        if self.ttrl is not None:
+            self.ttrl.stop()  # saves the state
+        self._worker, self.agent, self.ttrl = None, None, None
 
     # --- inputs -----------------------------------------------------------------------------------
     def on_image(self, msg) -> None:
@@ -225,6 +252,8 @@ class AgentNodeCore:
         self.counters.last_error = episode.error or ""  # diagnostics show the latest news, not old errors
         self.counters.last_latency_ms = (time.monotonic() - received) * 1000
         self._publish_episode(episode, frames)
+        if self.ttrl is not None and script is None and episode.error is None:
+            self.ttrl.submit(text, frames)
         return episode
 
     def _publish_episode(self, episode: Episode, frames: Frames) -> None:
@@ -289,5 +318,6 @@ class AgentNodeCore:
     def publish_diagnostics(self) -> None:
         c = self.counters
         level = 1 if c.last_error else 0  # WARN while an error is the latest news
-        values = {**vars(c), "buffered_frames": len(self.frames), "queue": self._queries.qsize(), "ttrl": "off"}
+        ttrl = self.ttrl.status() if self.ttrl is not None else {"ttrl": "off"}
+        values = {**vars(c), "buffered_frames": len(self.frames), "queue": self._queries.qsize(), **ttrl}
         self.publish("diagnostics", M.diagnostics_msg("pixelis_agent", level, c.last_error or "ok", values, self.now()))

@@ -109,7 +109,13 @@ class AgentNodeConfig(NodeParameters):
     """Accept queries of the form {"query": ..., "script": CoTA} and replay the script instead of the
     policy: the simulator's oracle in ``pixelis sim loop --policy oracle``. Tests and demos only."""
     ttrl: bool = False
-    """Test-time RL (arrives with the TTRL issue; must stay false until then)."""
+    """Test-time RL: a background worker adapts a LoRA adapter on the answered queries, label-free,
+    inside a KL-to-EMA corridor, and swaps it into the served policy between queries. Needs a model
+    (torch folder, or an ONNX export with ``--lora adapters``); false costs nothing."""
+    ttrl_config: str = ""
+    """YAML file of test-time RL settings (``TTRLConfig`` fields); empty = the defaults."""
+    ttrl_state: str = ""
+    """Folder of the saved test-time state (restored on start); empty = ``$PIXELIS_CACHE/ttrl/<model>``."""
 
     def check(self) -> None:
         if self.image_reliability not in ("best_effort", "reliable"):
@@ -119,8 +125,9 @@ class AgentNodeConfig(NodeParameters):
         for name in ("buffer_frames", "buffer_mb", "max_steps", "max_query_chars"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"parameter '{name}' must be >= 1, got {getattr(self, name)}")
-        if self.ttrl:
-            raise ConfigError("parameter 'ttrl' cannot be true yet: test-time RL is not built")
+        if self.ttrl and (self.trace or (self.accept_scripts and not self.model)):
+            raise ConfigError("parameter 'ttrl' needs a model to adapt; it cannot adapt a replayed script (trace) "
+                              "or a script-only node")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ class TurnRecord:
     executed box or point came from the pointer head."""
     pointer_entropy: float | None = None
     """Entropy of the tempered pointer distribution the cell was drawn from."""
+    logprob: float = 0.0
+    """Sum of the generated tokens' log-probabilities under the sampling distribution (confidence)."""
 
 
 @dataclass
@@ -83,7 +85,8 @@ class SamplingPolicy:
                                          max_new_tokens=self.max_new_tokens)[0]
         finally:
             self.policy.pointer_temperature = 0.0
-        record = TurnRecord(list(messages), dict(images), list(gen.token_ids or []))
+        record = TurnRecord(list(messages), dict(images), list(gen.token_ids or []),
+                            logprob=float(sum(gen.token_logprobs or [])))
         heads = gen.heads or {}
         if "cell_logprob" in heads and heads.get("refined"):
             call = parse_turn(gen.text).call
