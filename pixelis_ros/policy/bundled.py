@@ -37,18 +37,39 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PIXELIS_CACHE") or Path.home() / ".cache" / "pixelis")
 
 
-def cached_onnx(model_dir: str | Path) -> Path:
-    """The ONNX export of ``model_dir``, made on first use and reused while its weights are unchanged."""
+def zero_adapter(model_dir: Path, folder: Path, rank: int, alpha: float) -> Path:
+    """A fresh LoRA adapter folder for ``model_dir`` whose ``lora_B`` is zero: exactly the base model."""
+    from pixelis_ros.policy.hf import load_hf_policy
+
+    policy = load_hf_policy(model_dir, heads="off")
+    policy.add_adapter("default", r=rank, alpha=alpha)
+    return policy.save_adapter(folder)
+
+
+def cached_onnx(model_dir: str | Path, lora_rank: int = 0, lora_alpha: float = 16) -> Path:
+    """The ONNX export of ``model_dir``, made on first use and reused while its weights are unchanged.
+    ``lora_rank > 0``: an export that takes LoRA adapters of that rank as inputs (``--lora adapters``,
+    exported with a zero adapter), what test-time RL swaps adapters into."""
     from pixelis_ros.policy.export_onnx import ExportConfig, export_onnx, weights_digest
 
     model_dir = Path(model_dir)
-    target = cache_dir() / "onnx" / f"{model_dir.name}-{weights_digest(model_dir)[:12]}"
+    suffix = f"-lora{lora_rank}a{lora_alpha:g}" if lora_rank else ""
+    target = cache_dir() / "onnx" / f"{model_dir.name}-{weights_digest(model_dir)[:12]}{suffix}"
     if (target / "manifest.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        export_onnx(model_dir, tmp, ExportConfig())
+        export = ExportConfig()
+        if lora_rank:
+            adapter = zero_adapter(model_dir, tmp / "zero-adapter", lora_rank, lora_alpha)
+            export = ExportConfig(adapter=str(adapter), lora="adapters")
+        export_onnx(model_dir, tmp / "export" if lora_rank else tmp, export)
+        if lora_rank:  # the export goes in place of the folder; the zero adapter is not kept
+            shutil.rmtree(tmp / "zero-adapter")
+            for item in (tmp / "export").iterdir():
+                item.rename(tmp / item.name)
+            (tmp / "export").rmdir()
         try:
             tmp.rename(target)
         except OSError:  # another process finished first: use its export

@@ -31,7 +31,7 @@ class TTRLWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.dropped = self.failed = 0
+        self.dropped = self.failed = self.processed = 0
         self.last: dict = {}
         self.last_error = ""
         self._saved_at = 0
@@ -74,6 +74,12 @@ class TTRLWorker:
 
     def step(self, question: str, frames) -> dict:
         """One query, on the calling thread (the loop, or a test)."""
+        try:
+            return self._step(question, frames)
+        finally:
+            self.processed += 1
+
+    def _step(self, question: str, frames) -> dict:
         version = self.ttrl.counters.version
         try:
             self.last = self.ttrl.process(question, frames)
