@@ -9,7 +9,7 @@ STAMP := $(VENV)/.pixelis-installed
 # Tests run on the CPU; keep the BLAS/torch thread pools to the 2 cores we plan for.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test bench model table rft rft-table clean
+.PHONY: setup demo test bench model table rft rft-table ttrl clean
 
 setup: $(STAMP)
 
@@ -69,6 +69,14 @@ rft-table: rft
 	  --set curiosity_weight=0 --set coherence_weight=0 --set efficiency_penalty=0 --set tool_bonus=0
 	$(VENV)/bin/pixelis train table --config training/table_rft.yaml --out out/table-rft --json
 	$(VENV)/bin/pixelis train bundle --run out/rft/small --out models/pixelis-small --table out/table-rft/table.md --json
+
+# Test-time RL on the bundled model: the shifted suite as a label-free stream, and the two
+# adversarial streams the consensus gate and the rollbacks must survive (about 20 minutes).
+TTRL := $(VENV)/bin/pixelis ttrl run --suite shifted --set threads=2 --json
+ttrl: setup
+	$(TTRL) --episodes 48 --out out/ttrl/shifted
+	$(TTRL) --episodes 24 --stream distractor --out out/ttrl/distractor
+	$(TTRL) --episodes 24 --stream wrong-majority --out out/ttrl/wrong-majority
 
 bench: setup
 	$(VENV)/bin/pixelis bench tools --json

@@ -47,35 +47,28 @@ def bench_ttrl(runs: int = 5, episodes: int = 12) -> dict:
     ttrl = TestTimeRL(load_hf_policy(model, heads="auto", max_new_tokens=config.max_new_tokens), config, toolbox)
     tasks = list(iter_tasks(load_suite("shifted"), 24))
 
-    # --- one update from N = 4 trajectories (a task whose vote passes) ---------------------------
-    rollout_s, trajectories = [], None
+    # --- one update from N = 4 trajectories (of the first query whose vote passes) ----------------
+    from pixelis_ros.ttrl.memory import embed
+    from pixelis_ros.ttrl.vote import vote
+
+    found = None
     for task in tasks:
         t0 = time.perf_counter()
         found = rollout_group(ttrl.sampler, task, toolbox, config.num_trajectories, config.max_steps_per_episode)
-        rollout_s.append(time.perf_counter() - t0)
-        from pixelis_ros.ttrl.vote import vote
-
-        result = vote([t.episode for t in found], config.consensus_share, config.consensus_min, config.region_iou)
-        if result.passed:
-            trajectories = (found, result)
+        rollout_s = time.perf_counter() - t0
+        if vote([t.episode for t in found], config.consensus_share, config.consensus_min, config.region_iou).passed:
             break
-    if trajectories is None:
+    else:
         raise RuntimeError("no query of the first 24 shifted episodes reached consensus; cannot time an update")
-    found, _ = trajectories
+    vector = embed(task.question, task.frames[-1].image)
+    item = ttrl.memory.add(task.question, vector)
     start = (ttrl.learner.state(TRAINED), ttrl.learner.state(ANCHOR))
     update_s = []
     for _ in range(runs):
         ttrl.learner.load_state(start[0], TRAINED)
         ttrl.learner.load_state(start[1], ANCHOR)
         t0 = time.perf_counter()
-        from pixelis_ros.ttrl.vote import exemplars, vote
-
-        result = vote([t.episode for t in found], config.consensus_share, config.consensus_min, config.region_iou)
-        chains = [sum(r.turn.call is not None for r in t.episode.records) for t in found]
-        chosen = exemplars(result.winners, chains, [0.0] * len(found), config.exemplars)
-        turns = [turn for i in chosen for turn in found[i].turns if turn.token_ids]
-        ttrl.learner.add_probe(turns)
-        outcome = ttrl._update(turns)
+        outcome = ttrl.learn(found, item, vector, {})
         update_s.append(time.perf_counter() - t0)
 
     # --- the adapter swap into ONNX Runtime ----------------------------------------------------
@@ -118,7 +111,7 @@ def bench_ttrl(runs: int = 5, episodes: int = 12) -> dict:
     return {
         "update": {"trajectories": config.num_trajectories, "median_s": round(statistics.median(update_s), 3),
                    "runs_s": [round(v, 3) for v in update_s], "sequences": outcome.get("sequences"),
-                   "rollout_s": round(rollout_s[-1], 3), "threads": config.threads},
+                   "decision": outcome["decision"], "rollout_s": round(rollout_s, 3), "threads": config.threads},
         "swap": {"offer_ms": round(statistics.median(offer_ms), 2), "swap_ms": round(statistics.median(swap_ms), 3),
                  "onnx_folder": str(onnx_dir)},
         "serving": {"episodes": len(served), "p50_ms": {"alone": round(statistics.median(alone), 1),

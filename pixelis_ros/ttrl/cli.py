@@ -69,6 +69,6 @@ def add_ttrl_bench(bench_sub) -> None:
     p = bench_sub.add_parser("ttrl", help="test-time RL: update time (N=4), adapter swap into ONNX Runtime, serving "
                                           "p99 with and without the worker")
     p.add_argument("--runs", type=int, default=5, help="timed updates and swaps (medians)")
-    p.add_argument("--episodes", type=int, default=12, help="served episodes per serving-latency run")
+    p.add_argument("--episodes", type=int, default=24, help="served episodes per serving-latency run")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)

@@ -65,7 +65,7 @@ class TestTimeRL:
 
     def process(self, question: str, frames) -> dict:
         """One unlabelled query; returns what happened (``decision``: accepted, rejected,
-        rolled_back, split, polarised, or no_exemplars)."""
+        rolled_back, split or polarised)."""
         from pixelis_ros.training.rft_rollout import rollout_group
 
         c, t0 = self.config, time.monotonic()
@@ -78,12 +78,17 @@ class TestTimeRL:
             return self._skip(record, "polarised", item)
         task = SimpleNamespace(question=question, frames=frames)
         trajectories = rollout_group(self.sampler, task, self.toolbox, c.num_trajectories, c.max_steps_per_episode)
+        record["rollout_s"] = round(time.monotonic() - t0, 2)
+        return self.learn(trajectories, item, vector, record)
+
+    def learn(self, trajectories, item, vector, record: dict) -> dict:
+        """Steps 4-6 on sampled ``trajectories`` of the memory ``item`` (``process`` without the sampling)."""
+        c, t0 = self.config, time.monotonic()
         episodes = [t.episode for t in trajectories]
         result = vote(episodes, c.consensus_share, c.consensus_min, c.region_iou)
         item.winners.append(result.answer if result.passed else "")
-        record.update(vote=result.reason, share=round(result.share, 3), answer=result.answer,
-                      abstained=sorted(result.abstained.values()),
-                      rollout_s=round(time.monotonic() - t0, 2))
+        record = {**record, "vote": result.reason, "share": round(result.share, 3), "answer": result.answer,
+                  "abstained": sorted(result.abstained.values())}
         if c.flip_limit and item.flips >= c.flip_limit:
             return self._skip(record, "polarised", item)
         if not result.passed:
@@ -99,7 +104,7 @@ class TestTimeRL:
         replay = [turn for entry in neighbours for turn in entry.exemplars]
         self.learner.add_probe(turns)
         return {**record, **self._update(turns + replay), "neighbours": len(neighbours),
-                "chain": min(chains[i] for i in chosen), "update_s": round(time.monotonic() - t0 - record["rollout_s"], 2)}
+                "chain": min(chains[i] for i in chosen), "update_s": round(time.monotonic() - t0, 2)}
 
     def _skip(self, record: dict, decision: str, item) -> dict:
         self.counters.skipped_polarised += 1
