@@ -10,7 +10,8 @@ Streams: ``suite`` (the suite's episodes in order) and two adversarial ones that
 gate and the rollbacks must survive — ``distractor`` (every other query is the same scene and
 question again, a constant distractor) and ``wrong-majority`` (every other query is one the
 frozen policy's sampled majority gets wrong, picked with the labels before the run: the labels
-build the attack, the learner still never sees them).
+build the attack, the learner still never sees them; when the suite has fewer such queries than
+the attack needs, they come back in turn — the same wrong majority again and again).
 """
 
 from __future__ import annotations
@@ -37,11 +38,16 @@ def _tasks(suite_name: str, episodes: int, start: int, stream: str, probe) -> li
     if stream == "distractor":
         attack = [honest[0]] * (episodes // 2)
     else:  # wrong-majority: scanned after the honest queries, so the two never share a scene
-        attack, pool = [], iter_tasks(suite, None, start=start + len(honest))
-        while len(attack) < episodes // 2:
-            task = next(pool)
+        attack = []
+        for task in iter_tasks(suite, None, start=start + len(honest)):
             if probe(task):
                 attack.append(task)
+            if len(attack) == episodes // 2:
+                break
+        if not attack:
+            raise ValueError(f"no episode of the suite {suite_name} after the first {len(honest)} has a wrong sampled "
+                             "majority: there is nothing to attack with")
+        attack = [attack[i % len(attack)] for i in range(episodes // 2)]  # too few: they come back, a harder attack
     mixed = []
     for i in range(len(honest)):
         mixed.append(honest[i])
