@@ -8,8 +8,8 @@
   ONNX Runtime adapter file, load it) and the serving thread's (``swap_ms``: activate it between
   two episodes).
 - **serving**: greedy episodes on ONNX Runtime (1 thread) without and with the worker processing
-  queries on a background thread (1 torch thread); p50/p99 episode latency and their ratio, in one
-  process, the same episodes in both runs.
+  queries back to back on a background thread (1 torch thread, lowered priority, no budget: the
+  worst case); p50/p99 episode latency and their ratio, in one process, the same episodes in both.
 """
 
 from __future__ import annotations
@@ -98,6 +98,9 @@ def bench_ttrl(runs: int = 5, episodes: int = 12) -> dict:
     torch.set_num_threads(1)
 
     def work() -> None:
+        from pixelis_ros.ttrl.worker import lower_priority
+
+        lower_priority()  # as the node's worker does
         while not stop.is_set():
             task = tasks[(worked[0] + episodes) % len(tasks)]
             ttrl.process(task.question, task.frames)

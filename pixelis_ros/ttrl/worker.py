@@ -22,6 +22,20 @@ from pathlib import Path
 
 from pixelis_ros.ttrl.learner import TRAINED
 
+WORKER_NICE = 10
+"""The worker thread's scheduling priority is lowered by this much (Linux sets niceness per thread):
+when serving and learning compete for the cores, serving wins."""
+
+
+def lower_priority() -> None:
+    """Lower the calling thread's priority (where the OS allows it; elsewhere nothing happens)."""
+    import os
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+    except (AttributeError, OSError):
+        pass
+
 
 class TTRLWorker:
     def __init__(self, ttrl, serving, config, state_path: Path | None, model_id: str, log=print):
@@ -58,6 +72,7 @@ class TTRLWorker:
         import torch
 
         torch.set_num_threads(self.config.threads)
+        lower_priority()
         gap = 60.0 / self.config.updates_per_minute if self.config.updates_per_minute else 0.0
         next_start = 0.0
         while not self._stop.is_set():
