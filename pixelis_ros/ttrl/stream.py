@@ -16,7 +16,9 @@ the attack needs, they come back in turn — the same wrong majority again and a
 
 from __future__ import annotations
 
+import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -58,8 +60,6 @@ def _tasks(suite_name: str, episodes: int, start: int, stream: str, probe) -> li
 
 def run_stream(config, model: str | None, suite: str, episodes: int, start: int = 0, stream: str = "suite",
                out: str | Path | None = None, progress: bool = True) -> dict:
-    import sys
-
     import torch
     from tqdm import tqdm
 
@@ -117,8 +117,6 @@ def run_stream(config, model: str | None, suite: str, episodes: int, start: int 
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        import json
-
         (out / "stream.jsonl").write_text("".join(json.dumps(r, default=float) + "\n" for r in rows))
         plot_stream(rows, ttrl.counters.kl_trace, config, out / "ttrl.png", stream)
         result["plot"] = str(out / "ttrl.png")

@@ -24,6 +24,8 @@ from pixelis_ros.episode import GROUNDING_LABELS, Episode
 
 
 def canonical_answer(text: str | None) -> str:
+    # The simulator checker's rule (sim.families.base.normalise), restated: importing it would pull
+    # MuJoCo into the robot-side worker.
     return re.sub(r"[^a-z0-9.]+", "", (text or "").lower())
 
 
