@@ -16,21 +16,23 @@ call uses the heads' box. Sampling N trajectories returns per-token log-probabil
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields, replace
+from functools import partial
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pixelis_ros.policy.base import Generation, PolicyError
-from pixelis_ros.policy.coords import Geometry, ResizeRule, convention, generated_call, lookup, with_call
+from pixelis_ros.policy.coords import Geometry, ResizeRule, convention
 from pixelis_ros.policy.heads import load_heads
-from pixelis_ros.policy.heads_numpy import HEADS_FILE, MODES, call_token_position, heads_verdict, refine_arguments
+from pixelis_ros.policy.heads_numpy import HEADS_FILE, heads_verdict
 from pixelis_ros.policy.model_folder import ModelFolderError, check_model_folder
 from pixelis_ros.policy.profile import PROFILE_FILE, load_profile
 from pixelis_ros.policy.prompt import geometries, model_prompt
 from pixelis_ros.policy.stopping import STOP_STRINGS, StopRule, stopping_criteria
 from pixelis_ros.policy.tokenizer import missing_tokens
+from pixelis_ros.policy.turn import check_heads_mode, check_options, finish_turn, ground_call, heads_target
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -77,8 +79,7 @@ class HFPolicy:
             options = replace(options, heads=self.profile.heads)
         if options.dtype not in DTYPES:
             raise PolicyError(f"dtype {options.dtype!r}: use one of {', '.join(DTYPES)}")
-        if options.heads not in MODES:
-            raise PolicyError(f"heads {options.heads!r}: use one of {', '.join(MODES)}")
+        check_heads_mode(options.heads)
         self.model_dir, self.options, self.arch = Path(model_dir), options, folder.arch
         self.processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
         self.tokenizer = self.processor.tokenizer
@@ -244,7 +245,10 @@ class HFPolicy:
         kwargs = dict(max_new_tokens=max_new_tokens or self.options.max_new_tokens, num_return_sequences=n,
                       stopping_criteria=StoppingCriteriaList([stopping_criteria(self.stop, prompt_len)]),
                       eos_token_id=list(self.eos_ids), pad_token_id=self.pad_id, output_scores=True,
-                      return_dict_in_generate=True, output_hidden_states=self.heads is not None)
+                      return_dict_in_generate=True, output_hidden_states=self.heads is not None,
+                      # a released generation_config.json sets one (Qwen2.5-VL: 1.05): it would bend greedy
+                      # decoding and the reported log-probabilities away from the model's distribution
+                      repetition_penalty=1.0)
         if sample:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
         else:
@@ -257,39 +261,17 @@ class HFPolicy:
         results = []
         for row in range(generated.shape[0]):
             ids = generated[row].tolist()
-            k = self.stop.stop_index(ids)
-            end = k if k is not None else len(ids)
-            reason = "length" if k is None else ("eos" if k < len(ids) and ids[k] in self.eos_ids else "stop")
-            raw = self.stop.cut(self.tokenizer.decode(ids[:end], skip_special_tokens=True))
-            gen = Generation(text=raw, token_logprobs=logprobs[row, :end].tolist(), token_ids=ids[:end],
-                             finish_reason=reason)
-            results.append(self._postprocess(gen, out, row, prompt_len, inputs, refs, geometries))
+            gen = finish_turn(self.stop, self.eos_ids, self.tokenizer, ids, logprobs[row].tolist())
+            verdict = None if self.heads is None else partial(self._heads_verdict, out, row, prompt_len, inputs, refs,
+                                                              gen.token_ids, geometries)
+            results.append(ground_call(gen, geometries, self.options.heads, verdict))
         return results
 
-    def _postprocess(self, gen: Generation, out, row: int, prompt_len: int, inputs, refs, geometries) -> Generation:
-        """Model coordinates -> internal pixels; heads check/refine."""
-        found = generated_call(gen.text, geometries)
-        if found is None:
-            return gen
-        call, ref, arguments = found
-        if self.heads is not None:
-            verdict = self._heads_verdict(out, row, prompt_len, inputs, refs, ref, gen.token_ids, geometries, arguments)
-            gen.heads = verdict
-            if self.options.heads == "refine":
-                arguments = refine_arguments(arguments, verdict)
-        if arguments == call.arguments and gen.heads is None:
-            return gen  # no coordinates to convert
-        gen.raw_text = gen.text
-        gen.text = with_call(gen.text, call, arguments)
-        return gen
-
-    def _heads_verdict(self, out, row, prompt_len, inputs, refs, ref, token_ids, geometries, arguments) -> dict:
-        g = lookup(geometries, ref)
-        if ref not in refs or g is None:
-            return {"error": f"the call names {ref}, which is not among the images shown ({refs})"}
-        position = call_token_position(self.tokenizer, token_ids)
-        if position is None:
-            return {"error": "no <tool_call> token in the generation"}
+    def _heads_verdict(self, out, row, prompt_len, inputs, refs, token_ids, geometries, ref, arguments) -> dict:
+        target = heads_target(self.tokenizer, token_ids, refs, ref, geometries)
+        if isinstance(target, dict):
+            return target
+        g, position = target
         states = self._hidden_states(out, row, prompt_len, position, inputs)
         query = states[prompt_len + position]
         cells, rows, cols = self.image_cells(inputs, refs, ref)
@@ -341,12 +323,8 @@ class HFPolicy:
 
 def load_hf_policy(model_dir: Path, **options) -> HFPolicy:
     """The ``torch`` backend's factory (``registry.BACKENDS``): options are ``HFPolicyOptions`` fields."""
-    known = {f.name for f in fields(HFPolicyOptions)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise PolicyError(f"unknown option(s) {unknown} for the torch backend; known: {', '.join(sorted(known))}")
     if "stop_strings" in options:
         options["stop_strings"] = tuple(options["stop_strings"])
-    return HFPolicy(Path(model_dir), HFPolicyOptions(**options))
+    return HFPolicy(Path(model_dir), check_options(HFPolicyOptions, options, "torch"))
 
 

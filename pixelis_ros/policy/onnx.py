@@ -23,18 +23,21 @@ zeros, i.e. the base model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from pixelis_ros.policy.base import Generation, PolicyError
-from pixelis_ros.policy.coords import ResizeRule, generated_call, lookup, with_call
-from pixelis_ros.policy.heads_numpy import MODES, call_token_position, heads_verdict, load_numpy_heads, refine_arguments
+from pixelis_ros.policy.coords import ResizeRule
+from pixelis_ros.policy.heads_numpy import heads_verdict, load_numpy_heads
 from pixelis_ros.policy.profile import load_profile
 from pixelis_ros.policy.prompt import model_prompt
+from pixelis_ros.policy.slim_processor import load_processor
 from pixelis_ros.policy.stopping import STOP_STRINGS, StopRule
 from pixelis_ros.policy.onnx_folder import check_onnx_folder, check_session_io
 from pixelis_ros.policy.onnx_inputs import VisionSpec, rope_positions, vision_inputs
+from pixelis_ros.policy.turn import check_heads_mode, check_options, finish_turn, ground_call, heads_target
 
 HIDDEN_OUTPUT = "last_hidden_state"
 """Decoder output: the final-norm hidden state of every input position (the auxiliary heads' input)."""
@@ -125,7 +128,6 @@ class OnnxPolicy:
         """``provider_options``: {provider: options} for both graphs; ``role_provider_options``:
         {"vision"|"decoder": {provider: options}} on top (TensorRT's per-graph shape profiles)."""
         import onnxruntime as ort
-        from transformers import AutoProcessor
 
         self.folder = Path(folder)
         self.profile = load_profile(self.folder)
@@ -150,7 +152,7 @@ class OnnxPolicy:
                 raise PolicyError(f"{path}: ONNX Runtime cannot load it ({e}); re-export it with "
                                   f"`pixelis export onnx --model MODEL_DIR --out {self.folder}`") from None
             check_session_io(self.folder, role, self.sessions[role], self.manifest)
-        self.processor = AutoProcessor.from_pretrained(self.folder, local_files_only=True)
+        self.processor = load_processor(self.folder)
         tok = self.processor.tokenizer
         self.tokenizer = tok
         eos = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>"), tok.eos_token_id]
@@ -159,8 +161,7 @@ class OnnxPolicy:
         self.resize = ResizeRule.of(self.processor.image_processor)
         self.rng = np.random.default_rng(options.seed)
         self._init_lora()
-        if options.heads not in MODES:
-            raise PolicyError(f"heads {options.heads!r}: use one of {', '.join(MODES)}")
+        check_heads_mode(options.heads)
         self.heads = None
         if options.heads != "off":
             self.heads = load_numpy_heads(options.heads_path or self.folder, self.text["hidden_size"])
@@ -327,34 +328,17 @@ class OnnxPolicy:
                                              profile=self.profile)
         hidden = [] if self.heads is not None else None
         tokens, logprobs = self.decode(enc, hidden=hidden)
-        k = self.stop.stop_index(tokens)
-        end = k if k is not None else len(tokens)
-        reason = "length" if k is None else ("eos" if k < len(tokens) and tokens[k] in self.eos_ids else "stop")
-        text = self.stop.cut(self.tokenizer.decode(tokens[:end], skip_special_tokens=True))
-        gen = Generation(text=text, token_logprobs=logprobs[:end] if self.options.logprobs else None,
-                         token_ids=tokens[:end], finish_reason=reason)
-        found = generated_call(text, geometries)
-        if found is None:
-            return gen
-        call, ref, arguments = found
-        if self.heads is not None:
-            gen.heads = self._heads_verdict(enc, refs, ref, tokens[:end], hidden, geometries,
-                                            arguments)
-            if self.options.heads == "refine":
-                arguments = refine_arguments(arguments, gen.heads)
-        if arguments != call.arguments or gen.heads is not None:
-            gen.raw_text = text
-            gen.text = with_call(text, call, arguments)
-        return gen
+        gen = finish_turn(self.stop, self.eos_ids, self.tokenizer, tokens, logprobs if self.options.logprobs else None)
+        verdict = None if self.heads is None else partial(self._heads_verdict, enc, refs, gen.token_ids, hidden,
+                                                          geometries)
+        return ground_call(gen, geometries, self.options.heads, verdict)
 
-    def _heads_verdict(self, enc, refs, ref, token_ids, hidden, geometries, arguments) -> dict:
+    def _heads_verdict(self, enc, refs, token_ids, hidden, geometries, ref, arguments) -> dict:
         """As HFPolicy._heads_verdict, on the decoder's hidden-state output and the numpy heads."""
-        g = lookup(geometries, ref)
-        if ref not in refs or g is None:
-            return {"error": f"the call names {ref}, which is not among the images shown ({refs})"}
-        position = call_token_position(self.tokenizer, token_ids)
-        if position is None:
-            return {"error": "no <tool_call> token in the generation"}
+        target = heads_target(self.tokenizer, token_ids, refs, ref, geometries)
+        if isinstance(target, dict):
+            return target
+        g, position = target
         states = np.concatenate(hidden, axis=0)  # prompt rows, then one per generated token
         prompt_len = enc["input_ids"].shape[1]
         image_index = len(refs) - 1 - refs[::-1].index(ref)
@@ -369,8 +353,4 @@ class OnnxPolicy:
 
 def load_onnx_policy(model_dir: str | Path, **options) -> OnnxPolicy:
     """The ``onnx`` backend: an ONNX folder (``pixelis export onnx``) on ONNX Runtime."""
-    try:
-        opts = OnnxOptions(**options)
-    except TypeError as e:
-        raise PolicyError(f"unknown onnx policy option: {e}") from None
-    return OnnxPolicy(Path(model_dir), opts)
+    return OnnxPolicy(Path(model_dir), check_options(OnnxOptions, options, "onnx"))
