@@ -36,7 +36,10 @@ def encode_prompt(processor, messages: list[dict], images: dict[str, np.ndarray]
     unknown = [r for r in refs if r not in images]
     if unknown:
         raise PolicyError(f"the messages show image(s) {unknown} that are not in images ({sorted(images)})")
-    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    # A folder whose template lives only in tokenizer_config.json (as checkpoints saved by older
+    # transformers ship it) loads as a processor without a template: the tokenizer holds it.
+    template = None if processor.chat_template is not None else getattr(processor.tokenizer, "chat_template", None)
+    text = processor.apply_chat_template(messages, chat_template=template, add_generation_prompt=True, tokenize=False)
     pixels = [np.ascontiguousarray(np.asarray(images[r])[..., :3]) for r in refs]
     # channels_last always: the processor guesses the layout from the shape, and a crop 1, 3 or 4 px
     # high would be read as channels-first (wrong grid, wrong pixels)

@@ -10,6 +10,7 @@ each image placeholder to one token per merged patch, tokenize — and nothing e
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,11 @@ IMAGE_TOKEN = "<|image_pad|>"
 def load_processor(folder: Path):
     """transformers' own processor where it can be built (torchvision present), else ``SlimProcessor``."""
     import importlib.util
+    import os
 
+    if importlib.util.find_spec("torch") is None:
+        # without torch transformers advises installing it on import; the ONNX runtime means it
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     if importlib.util.find_spec("torchvision") is not None:
         from transformers import AutoProcessor
 
@@ -39,8 +44,16 @@ class SlimProcessor:
         folder = Path(folder)
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.image_processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True, backend="pil")
-        template = folder / "chat_template.jinja"
-        self.chat_template = template.read_text() if template.is_file() else self.tokenizer.chat_template
+        self.chat_template = self.tokenizer.chat_template
+        # where transformers' processors look for the template first: .jinja, then .json (Qwen3-VL)
+        if (folder / "chat_template.jinja").is_file():
+            self.chat_template = (folder / "chat_template.jinja").read_text()
+        elif (folder / "chat_template.json").is_file():
+            try:
+                self.chat_template = str(json.loads((folder / "chat_template.json").read_text())["chat_template"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise PolicyError(f"{folder / 'chat_template.json'} is not a chat template file "
+                                  f"({type(e).__name__}); copy the checkpoint's own file back") from None
 
     def apply_chat_template(self, messages: list[dict], chat_template: str | None = None,
                             add_generation_prompt: bool = False, tokenize: bool = False):
