@@ -4,7 +4,8 @@ Straight-line by design. Every failure is an observation, never an exception out
 (DESIGN §4.3): unparseable output, failing tools and answers quoting a field the last tool
 response lacks come back to the policy as ``{"error": ...}`` and count as steps; a failing policy or an exhausted cap ends the episode
 with a ``stop_reason``. Caps: steps, pixels of tool output images per episode, per-tool time
-(in the ``Toolbox``).
+(in the ``Toolbox``). Error texts quote input bounded (``cota.clip``/``quote``), and a query
+that shows nothing (empty, spaces, zero-width characters) is refused with a clear error.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from pixelis_ros.cota import answer_quote, format_response, format_turn, parse_turn, resolve_quote, to_messages
+from pixelis_ros.cota import answer_quote, clip, format_response, format_turn, is_blank, parse_turn, quote, resolve_quote, to_messages
 from pixelis_ros.episode import Episode, StepRecord
 from pixelis_ros.frames import FrameBuffer, Frames
 from pixelis_ros.policy.base import Policy
@@ -43,17 +44,23 @@ class Agent:
     def run(self, query: str, frames: Frames | FrameBuffer) -> Episode:
         t0 = time.monotonic()
         snapshot = frames.snapshot() if isinstance(frames, FrameBuffer) else frames
-        episode = Episode(query=query if isinstance(query, str) else repr(query), frame_count=len(snapshot))
+        # The episode echoes the query into the answer: bounded, like every echo of input.
+        shown = clip(query, self.limits.max_query_chars) if isinstance(query, str) else quote(query)
+        episode = Episode(query=shown, frame_count=len(snapshot))
         try:
             self._loop(episode, query, snapshot)
         except Exception as e:  # the last line of defence: the node must keep running
-            episode.stop_reason, episode.error = "internal_error", f"{type(e).__name__}: {e}"
+            episode.stop_reason, episode.error = "internal_error", f"{type(e).__name__}: {clip(str(e))}"
         episode.total_ms = (time.monotonic() - t0) * 1000
         return episode
 
     def _loop(self, episode: Episode, query: str, frames: Frames) -> None:
         if not isinstance(query, str) or not query.strip():
             episode.stop_reason, episode.error = "bad_query", "the query is empty"
+            return
+        if is_blank(query[: self.limits.max_query_chars + 1]):
+            episode.stop_reason = "bad_query"
+            episode.error = "the query has no visible characters (only spaces, zero-width or control characters)"
             return
         if len(query) > self.limits.max_query_chars:
             episode.stop_reason = "bad_query"
@@ -77,7 +84,7 @@ class Agent:
             try:
                 gen = self.policy.generate(messages, images)
             except Exception as e:
-                episode.stop_reason, episode.error = "policy_error", f"{type(e).__name__}: {e}"
+                episode.stop_reason, episode.error = "policy_error", f"{type(e).__name__}: {clip(str(e))}"
                 return
             record = StepRecord(turn=parse_turn(gen.text), generate_ms=(time.monotonic() - t) * 1000,
                                 raw_text=gen.raw_text, heads=gen.heads, finish_reason=gen.finish_reason)

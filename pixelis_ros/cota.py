@@ -21,21 +21,95 @@ same reason grounding goes through the pointer head rather than generated digits
 ``parse`` turns text into ``Step`` s and never raises: malformed parts become ``ParseError`` s
 with an offset and a message. ``format`` is its inverse for canonical traces
 (``format(parse(x).steps) == x``). ``to_messages`` renders an episode as chat messages with image
-placeholders for training; tool schemas come from each tool's typed ``Args`` dataclass.
+placeholders for training; tool schemas are passed in (``tools.arguments.tool_schema`` derives
+them from each tool's typed ``Args`` dataclass).
+
+This module is a leaf: it imports nothing of ours, so the grammar loads without the tools and
+OpenCV, and everything that quotes model input in an error uses its ``quote``/``clip``.
+
+Model output is untrusted. Parsing is linear in the text (fixed-string scans, no backtracking
+patterns), inputs are capped (``MAX_TURN_CHARS``, ``MAX_TRACE_CHARS``), integers in a call are
+capped in digits (``MAX_NUMBER_DIGITS``; Python refuses ``int()`` past 4,300 digits), and text is
+made valid Unicode: lone surrogates become U+FFFD in text and are refused inside call JSON, so
+nothing downstream fails to encode an answer as UTF-8.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import reprlib
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from pixelis_ros.tools.arguments import json_schema
-
-_BLOCK = re.compile(r"<(think|tool_call|tool_response|answer)>(.*?)</\1>", re.DOTALL)
-_OPEN = re.compile(r"<(think|tool_call|tool_response|answer)>")
 TAGS = ("think", "tool_call", "tool_response", "answer")
+_OPEN = re.compile(r"<(think|tool_call|tool_response|answer)>")
+_CLOSE = re.compile(r"</(think|tool_call|tool_response|answer)>")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+MAX_TURN_CHARS = 64 * 1024
+"""Longest single model turn ``parse_turn`` accepts (a generation is bounded by its token cap)."""
+MAX_TRACE_CHARS = 1024 * 1024
+"""Longest whole trace ``parse`` accepts (8 steps with tool responses are a few KB)."""
+MAX_NUMBER_DIGITS = 100
+"""Most digits an integer in a tool call may have (pixel numbers have a handful)."""
+QUOTE_CHARS = 200
+"""How much of an input an error message quotes before cutting it with an ellipsis."""
+
+
+# --- bounded quoting: the one helper every error message uses to echo input -------------------
+
+class _BoundedRepr(reprlib.Repr):
+    """``reprlib`` that never calls ``repr`` on an integer Python refuses to print."""
+
+    def repr_int(self, x, level):
+        if x.bit_length() > 128:  # ~39 digits: say how big instead of printing it
+            return f"<an integer of about {int(x.bit_length() * 0.30103) + 1} digits>"
+        return repr(x)
+
+
+_REPR = _BoundedRepr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 12, 6, 8, 6
+_REPR.maxstring, _REPR.maxother = 40, 60
+
+
+def clip(text: str, limit: int = QUOTE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, with an ellipsis and the original length when cut."""
+    text = text if isinstance(text, str) else str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """``repr(value)`` for an error message, bounded: strings cut at ``limit`` characters (with
+    an ellipsis and the length), containers at a few items, huge integers described."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
+    text = _REPR.repr(value)
+    if len(text) > limit:
+        size = f"{len(value)} items" if isinstance(value, (list, tuple, dict, set)) else f"{len(text)} characters"
+        text = f"{text[:limit]}... ({size})"
+    return text
+
+
+def valid_text(text: str) -> str:
+    """``text`` with lone surrogates (from ``\\ud800`` escapes or bad decoding) replaced by U+FFFD,
+    so it always encodes as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")  # letters that draw nothing
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` shows nothing: only spaces, control, format (zero-width) characters or
+    lone combining marks."""
+    for ch in text:
+        if ch.isspace() or ch in _BLANK_LETTERS:
+            continue
+        if unicodedata.category(ch)[0] not in "CZM":
+            return False
+    return True
 
 
 @dataclass
@@ -71,21 +145,54 @@ class Trace:
     errors: list[ParseError] = field(default_factory=list)
 
 
+class _NumberTooLong(ValueError):
+    pass
+
+
+def _parse_int(digits: str) -> int:
+    """JSON integers, refusing the absurdly long ones before ``int()`` does with its own error."""
+    if len(digits) > MAX_NUMBER_DIGITS + 1:  # + 1 for a sign
+        raise _NumberTooLong(f"tool call holds an integer of {len(digits.lstrip('-'))} digits; numbers in a call "
+                             f"have at most {MAX_NUMBER_DIGITS} digits")
+    return int(digits)
+
+
+def _has_surrogate(obj: Any) -> bool:
+    """Whether any string (key or value) in decoded JSON holds a lone surrogate; iterative, so
+    any depth ``json.loads`` accepted is safe."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _parse_call(body: str) -> tuple[ToolCall | None, str | None]:
     try:
-        obj = json.loads(body)
-    except (json.JSONDecodeError, RecursionError) as e:
-        return None, f"tool call is not valid JSON: {getattr(e, 'msg', e)} (at char {getattr(e, 'pos', '?')})"
+        obj = json.loads(body, parse_int=_parse_int)
+    except _NumberTooLong as e:
+        return None, str(e)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        return None, f"tool call is not valid JSON: {clip(getattr(e, 'msg', str(e)))} (at char {getattr(e, 'pos', '?')})"
     if not isinstance(obj, dict):
         return None, f"tool call must be a JSON object with 'name' and 'arguments', got {type(obj).__name__}"
     extra = sorted(set(obj) - {"name", "arguments"})
     if extra:
-        return None, f"tool call has unexpected key(s) {extra}; expected 'name' and 'arguments'"
+        return None, f"tool call has unexpected key(s) {quote(extra)}; expected 'name' and 'arguments'"
     if not isinstance(obj.get("name"), str):
         return None, "tool call needs a string 'name'"
     args = obj.get("arguments", {})
     if not isinstance(args, dict):
         return None, f"tool call 'arguments' must be a JSON object, got {type(args).__name__}"
+    if _has_surrogate(obj):
+        return None, "tool call holds a lone surrogate escape (like \\ud800) in a string; strings must be valid Unicode"
     return ToolCall(obj["name"], args), None
 
 
@@ -95,31 +202,61 @@ def _strip_nl(body: str) -> str:
     return body[:-1] if body.endswith("\n") else body
 
 
+def _blocks(text: str):
+    """``(start, end, tag, body)`` of each ``<tag>body</tag>`` block, leftmost first and
+    non-overlapping, in linear time.
+
+    Same blocks as ``re.finditer(r"<(tag)>(.*?)</\\1>", text, re.DOTALL)``, whose lazy body
+    rescans to the end of the text from every unclosed opener (quadratic, and it holds the GIL):
+    here every opener and closer is found once, and each tag's closers are consumed in order.
+    """
+    closes: dict[str, list[int]] = {t: [] for t in TAGS}
+    for m in _CLOSE.finditer(text):
+        closes[m.group(1)].append(m.start())
+    next_close = dict.fromkeys(TAGS, 0)
+    pos = 0
+    for m in _OPEN.finditer(text):
+        if m.start() < pos:
+            continue  # inside the previous block
+        tag, cl = m.group(1), closes[m.group(1)]
+        k = next_close[tag]
+        while k < len(cl) and cl[k] < m.end():
+            k += 1
+        next_close[tag] = k
+        if k == len(cl):
+            continue  # never closed: like the regex, try later openers
+        pos = cl[k] + len(tag) + 3
+        yield m.start(), pos, tag, text[m.end():cl[k]]
+
+
 def parse(text: str) -> Trace:
     """Parse a whole trace. Never raises; problems are returned in ``Trace.errors``."""
     trace = Trace()
     if not isinstance(text, str):
         trace.errors.append(ParseError(0, f"expected text, got {type(text).__name__}"))
         return trace
+    if len(text) > MAX_TRACE_CHARS:
+        trace.errors.append(ParseError(0, f"the trace has {len(text)} characters, over the limit of {MAX_TRACE_CHARS}"))
+        return trace
+    text = valid_text(text)
     current = Step()
     pos = 0
-    for m in _BLOCK.finditer(text):
-        gap = text[pos:m.start()]
+    for start, end, tag, body in _blocks(text):
+        gap = text[pos:start]
         if gap.strip():
-            trace.errors.append(ParseError(pos, f"unexpected text outside tags: {gap.strip()[:60]!r}"))
-        pos = m.end()
-        tag, body = m.group(1), m.group(2)
+            trace.errors.append(ParseError(pos, f"unexpected text outside tags: {quote(gap.strip(), 60)}"))
+        pos = end
         if _OPEN.search(body):
-            trace.errors.append(ParseError(m.start(), f"<{tag}> contains another opening tag"))
+            trace.errors.append(ParseError(start, f"<{tag}> contains another opening tag"))
             continue
         if tag == "think":
             if current.think is not None:
-                trace.errors.append(ParseError(m.start(), "two <think> blocks in one turn"))
+                trace.errors.append(ParseError(start, "two <think> blocks in one turn"))
             current.think = body
         elif tag == "tool_call":
             call, err = _parse_call(_strip_nl(body))
             if err:
-                trace.errors.append(ParseError(m.start(), err))
+                trace.errors.append(ParseError(start, err))
                 current.error = err
             current.call = call
             trace.steps.append(current)
@@ -131,13 +268,13 @@ def parse(text: str) -> Trace:
         else:  # tool_response
             last = trace.steps[-1] if trace.steps else None
             if current.think is not None or last is None or last.answer is not None or last.response is not None:
-                trace.errors.append(ParseError(m.start(), "<tool_response> must directly follow a <tool_call>"))
+                trace.errors.append(ParseError(start, "<tool_response> must directly follow a <tool_call>"))
             else:
                 last.response = _strip_nl(body)
     tail = text[pos:]
     if tail.strip():
         opened = _OPEN.search(tail)
-        what = f"unclosed <{opened.group(1)}>" if opened else f"unexpected text outside tags: {tail.strip()[:60]!r}"
+        what = f"unclosed <{opened.group(1)}>" if opened else f"unexpected text outside tags: {quote(tail.strip(), 60)}"
         trace.errors.append(ParseError(pos, what))
     if current.think is not None:
         trace.errors.append(ParseError(len(text), "a <think> is not followed by a <tool_call> or an <answer>"))
@@ -148,13 +285,17 @@ def parse_turn(text: str) -> Step:
     """Parse one model generation into a Step; ``step.error`` says what is wrong, if anything.
 
     Generation stops at ``</tool_call>``/``</answer>``; a missing closing tag at the very end is
-    tolerated because some runtimes strip the stop string.
+    tolerated because some runtimes strip the stop string. An empty answer is an error the model
+    sees, not a silent empty answer.
     """
     if not isinstance(text, str):
         return Step(error=f"expected text, got {type(text).__name__}")
-    stripped = text.rstrip()
+    if len(text) > MAX_TURN_CHARS:
+        return Step(error=f"the turn has {len(text)} characters, over the limit of {MAX_TURN_CHARS}")
+    stripped = valid_text(text).rstrip()
     for tag in ("tool_call", "answer"):
-        if re.search(rf"<{tag}>(?:(?!</{tag}>).)*$", stripped, re.DOTALL) and not stripped.endswith(f"</{tag}>"):
+        # An opener after the last closer of its tag is unclosed: close it (two rfinds, linear).
+        if stripped.rfind(f"<{tag}>") > stripped.rfind(f"</{tag}>"):
             stripped += f"</{tag}>"
     trace = parse(stripped)
     turns = trace.steps
@@ -166,6 +307,9 @@ def parse_turn(text: str) -> Step:
         step.error = trace.errors[0].message
     if step.error is None and len(turns) > 1:
         step.error = "more than one <tool_call>/<answer> in one turn; only one is allowed"
+    if step.error is None and step.answer is not None and is_blank(step.answer):
+        step.error = ("the answer is empty: write it inside <answer></answer>" if not step.answer.strip() else
+                      "the answer has no visible characters (only zero-width or control characters)")
     return step
 
 
@@ -182,17 +326,19 @@ def answer_quote(answer: str) -> str | None:
 def resolve_quote(path: str, response: dict) -> tuple[str | None, str | None]:
     """``(value as text, None)`` for the field ``path`` names in ``response``, else ``(None, why)``."""
     value: Any = response
+    shown = clip(path, 80)
     for key in path.split("."):
         if isinstance(value, dict) and key in value:
             value = value[key]
-        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+        # ASCII digits only, and few of them: int() refuses '²' and numbers of 4,300+ digits.
+        elif isinstance(value, list) and key.isascii() and key.isdigit() and len(key) < 10 and int(key) < len(value):
             value = value[int(key)]
         else:
-            have = sorted(value)[:12] if isinstance(value, dict) else (f"{len(value)} items" if isinstance(value, list) else "a value")
-            return None, f"the answer quotes {{{path}}}, but the last tool response has no '{key}' there (it has {have})"
+            have = quote(sorted(value)[:12]) if isinstance(value, dict) else (f"{len(value)} items" if isinstance(value, list) else "a value")
+            return None, f"the answer quotes {{{shown}}}, but the last tool response has no '{clip(key, 80)}' there (it has {have})"
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     if len(text) > MAX_QUOTE_CHARS:
-        return None, f"the answer quotes {{{path}}}, a value of {len(text)} characters (at most {MAX_QUOTE_CHARS})"
+        return None, f"the answer quotes {{{shown}}}, a value of {len(text)} characters (at most {MAX_QUOTE_CHARS})"
     return text, None
 
 
@@ -224,12 +370,6 @@ def format(steps: list[Step]) -> str:  # noqa: A001 - the grammar's natural name
         if step.call is not None and step.response is not None:
             parts.append(format_response(step.response))
     return "\n".join(parts)
-
-
-def tool_schema(tool_cls: Any) -> dict:
-    """Qwen/OpenAI function schema of a registered tool class."""
-    return {"type": "function", "function": {"name": tool_cls.name, "description": tool_cls.description,
-                                             "parameters": json_schema(tool_cls.Args)}}
 
 
 SYSTEM_PROMPT = """You are Pixelis, a robot's vision assistant that reasons by acting on pixels.
@@ -276,19 +416,21 @@ def to_messages(query: str, steps: list[Step], schemas: list[dict], images: list
     return msgs
 
 
-_RESPONSE = re.compile(r"<tool_response>\n(.*)\n</tool_response>", re.DOTALL)
+_RESPONSE_OPEN, _RESPONSE_CLOSE = "<tool_response>\n", "\n</tool_response>"
 
 
 def last_tool_response(messages: list[dict]) -> dict:
     """The JSON of the most recent ``<tool_response>`` in chat messages ({} when there is none)."""
     for msg in reversed(messages):
         for part in msg.get("content", []):
-            m = _RESPONSE.search(part.get("text", "") if isinstance(part, dict) else "")
-            if m:
+            text = part.get("text", "") if isinstance(part, dict) else ""
+            text = text if isinstance(text, str) else ""
+            # From the first opener to the last closer of the part (two scans, not a regex).
+            i, j = text.find(_RESPONSE_OPEN), text.rfind(_RESPONSE_CLOSE)
+            if i >= 0 and j >= i + len(_RESPONSE_OPEN):
                 try:
-                    obj = json.loads(m.group(1))
-                except json.JSONDecodeError:
+                    obj = json.loads(text[i + len(_RESPONSE_OPEN):j])
+                except (ValueError, RecursionError):
                     return {}
                 return obj if isinstance(obj, dict) else {}
     return {}
-

@@ -5,6 +5,10 @@ is byte-identical to what rmw implementations put on the wire (DESIGN §4.8). vi
 among its bundled packages, so its definitions are registered here from the .msg text. The DDS
 transport, the rosbag2 reader/writer and the tests all use this one typestore; the rclpy node
 converts rclpy messages through the same field names.
+
+Every text field is made valid Unicode on the way in (``text_field``): model output and JSON
+queries can carry lone surrogates (``"\\ud800"``), which the CDR encoder's UTF-8 step refuses —
+one such answer used to kill the node's answer thread.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 
 import numpy as np
 
+from pixelis_ros.cota import valid_text
 from pixelis_ros.image_codec import compressed_from_fields, image_from_fields, image_to_fields
 
 VISION_MSGS = {
@@ -57,6 +62,17 @@ def deserialize(data: bytes, type_name: str):
 NS = 1_000_000_000
 
 
+def text_field(text) -> str:
+    """``text`` as a string field can carry it: lone surrogates become U+FFFD (UTF-8 has no
+    encoding for them), non-strings become their ``str``."""
+    return valid_text(text if isinstance(text, str) else str(text))
+
+
+def _jsonable(value):
+    """``json.dumps`` fallback: numpy scalars and arrays as numbers and lists, anything else as text."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
 def stamp_seconds(header) -> float:
     """Seconds of a Header's stamp (or of a Clock message's ``clock``)."""
     stamp = header.clock if hasattr(header, "clock") else header.stamp
@@ -70,7 +86,7 @@ def stamp_ns(header) -> int:
 
 def header_ns(stamp: int, frame_id: str):
     Time, Header = msg_type("builtin_interfaces/msg/Time"), msg_type("std_msgs/msg/Header")
-    return Header(stamp=Time(sec=stamp // NS, nanosec=stamp % NS), frame_id=frame_id)
+    return Header(stamp=Time(sec=stamp // NS, nanosec=stamp % NS), frame_id=text_field(frame_id))
 
 
 def header(stamp: float, frame_id: str):
@@ -93,12 +109,12 @@ def image_from_msg(msg) -> np.ndarray:
 
 
 def string_msg(text: str):
-    return msg_type("std_msgs/msg/String")(data=text)
+    return msg_type("std_msgs/msg/String")(data=text_field(text))
 
 
 def answer_msg(record: dict):
     """std_msgs/String carrying the answer JSON (answer, action, trace, timings)."""
-    return string_msg(json.dumps(record, ensure_ascii=False))
+    return string_msg(json.dumps(record, ensure_ascii=False, default=_jsonable))
 
 
 def detections_msg(boxes: list[tuple[str, tuple[float, float, float, float], float]], stamp: float, frame_id: str):
@@ -113,6 +129,7 @@ def detections_msg(boxes: list[tuple[str, tuple[float, float, float, float], flo
     for label, (x1, y1, x2, y2), score in boxes:
         pose = PoseCov(pose=Pose(position=Point(x=0.0, y=0.0, z=0.0), orientation=Quat(x=0.0, y=0.0, z=0.0, w=1.0)),
                        covariance=np.zeros(36, np.float64))
+        label = text_field(label)
         out.append(D(header=h, results=[HypPose(hypothesis=Hyp(class_id=label, score=float(score)), pose=pose)],
                      bbox=Bbox(center=Pose2D(position=Point2D(x=(x1 + x2) / 2, y=(y1 + y2) / 2), theta=0.0),
                                size_x=float(x2 - x1), size_y=float(y2 - y1)), id=label))
@@ -127,8 +144,8 @@ def point_msg(x: float, y: float, z: float, stamp: float, frame_id: str):
 def diagnostics_msg(name: str, level: int, message: str, values: dict, stamp: float):
     Status, KV, Array = (msg_type("diagnostic_msgs/msg/DiagnosticStatus"), msg_type("diagnostic_msgs/msg/KeyValue"),
                          msg_type("diagnostic_msgs/msg/DiagnosticArray"))
-    status = Status(level=int(level), name=name, message=message, hardware_id="pixelis",
-                    values=[KV(key=str(k), value=str(v)) for k, v in values.items()])
+    status = Status(level=int(level), name=text_field(name), message=text_field(message), hardware_id="pixelis",
+                    values=[KV(key=text_field(k), value=text_field(v)) for k, v in values.items()])
     return Array(header=header(stamp, ""), status=[status])
 
 

@@ -19,11 +19,28 @@ COLOURS = {"zoom": (255, 200, 0), "segment": (255, 0, 255), "track": (0, 200, 25
 
 
 def _label(img: np.ndarray, text: str, x: int, y: int, colour, scale: float) -> None:
+    """Draw ``text`` on a dark band with its left edge at ``x`` (moved left, then shortened with
+    "...", then dropped, until it fits the image's width). Always terminates, for any image
+    down to 1x1 and any text length."""
+    width = img.shape[1]
     text = text.encode("ascii", "replace").decode()  # Hershey fonts draw ASCII only
-    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    while w > img.shape[1] - x and len(text) > 4:  # cut to the image's width
-        text = text[: max(4, len(text) * (img.shape[1] - x) // w - 3)] + "..."
-        (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+
+    def size(t: str) -> tuple[int, int, int]:
+        (w, h), base = cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        return w, h, base
+
+    w, h, base = size(text)
+    if w > width:  # wider than the image: keep the longest prefix + "..." that fits
+        keep = min(len(text), len(text) * width // max(1, w))  # widths are near-proportional: start close
+        while keep < len(text) and size(text[:keep + 1] + "...")[0] <= width:
+            keep += 1
+        while keep > 0 and size(text[:keep] + "...")[0] > width:
+            keep -= 1  # strictly decreasing: ends after at most len(text) steps
+        if keep == 0:
+            return  # not even "x..." fits: no label rather than a clipped smear
+        text = text[:keep] + "..."
+        w, h, base = size(text)
+    x = max(0, min(x, width - w))  # slide left so the whole label is inside
     y = max(h + base, y)
     cv2.rectangle(img, (x, y - h - base), (x + w, y), (0, 0, 0), -1)
     cv2.putText(img, text, (x, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)

@@ -110,3 +110,53 @@ def test_answer_quotes_resolve_and_a_bad_quote_is_an_observation(toolbox, scene)
     steps = episode.to_json()["steps"]
     assert "the answer quotes {txet}, but the last tool response has no 'txet'" in steps[2]["response"]["error"]
     assert episode.stop_reason == "answer" and episode.answer == text  # the policy corrected itself next turn
+
+
+# --- hardening (issue 13) ---------------------------------------------------------------------
+
+def test_hostile_turns_are_observations_not_internal_errors(scene, toolbox):
+    buf, _, _ = scene
+    script = ('<tool_call>{"name": "zoom", "arguments": {"bbox_2d": [' + "9" * 5000 + ', 0, 50, 50]}}</tool_call>\n'
+              + call("zoom", bbox_2d=[0, 0, 50, 50], image="frame:" + "9" * 5000)
+              + call("zoom", bbox_2d=[0, 0, 50, 50], image="x" * 60_000)
+              + "<answer></answer>\n<answer>\u200b</answer>\n<answer>done</answer>")
+    episode = Agent(ScriptedPolicy(script), toolbox).run("q", buf)
+    steps = episode.to_json()["steps"]
+    assert episode.stop_reason == "answer" and episode.answer == "done" and len(steps) == 6
+    errors = [s["response"]["error"] for s in steps[:5]]
+    assert "an integer of 5000 digits" in errors[0]
+    assert "a reference has at most 32 characters" in errors[1] and len(errors[1]) < 400
+    assert "(60000 characters)" in errors[2] and len(errors[2]) < 400
+    assert errors[3] == "could not use your last turn: the answer is empty: write it inside <answer></answer>"
+    assert "no visible characters" in errors[4]
+
+
+def test_lone_surrogates_still_give_an_answer_message(scene, toolbox):
+    from pixelis_ros import messages as M
+
+    buf, _, _ = scene
+    script = '<think>\ud800</think><tool_call>{"name": "zoom", "arguments": {"image": "\\udfff"}}</tool_call><answer>ok\udc80</answer>'
+    episode = Agent(ScriptedPolicy(script), toolbox).run("what\ud800?", buf)
+    assert episode.stop_reason == "answer" and episode.answer == "ok\ufffd"
+    assert "lone surrogate" in episode.to_json()["steps"][0]["response"]["error"]
+    record = {"query": episode.query, "answer": episode.answer, "trace": episode.to_json()}
+    data = M.serialize(M.answer_msg(record))  # UTF-8 inside the CDR: raised UnicodeEncodeError before
+    assert json.loads(M.deserialize(data, "std_msgs/msg/String").data)["query"] == "what\ufffd?"
+    M.serialize(M.detections_msg([("sign \ud800", (0, 0, 10, 10), 1.0)], 0.0, "cam\udc00"))
+    M.serialize(M.diagnostics_msg("pixelis", 1, "error \ud800", {"last_error": "\udfff"}, 0.0))
+
+
+def test_blank_queries_and_bad_scripts_end_cleanly(scene, toolbox):
+    buf, _, _ = scene
+    answer = ScriptedPolicy("<answer>x</answer>")
+    assert Agent(answer, toolbox).run("\u200b\u2060 ", buf).error == \
+        "the query has no visible characters (only spaces, zero-width or control characters)"
+    assert Agent(answer, toolbox).run("", buf).error == "the query is empty"
+    from pixelis_ros.policy.scripted import MAX_SCRIPT_CHARS
+
+    big = Agent(ScriptedPolicy("<think>" * (MAX_SCRIPT_CHARS // 7 + 1)), toolbox).run("q", buf)
+    assert big.stop_reason == "policy_error" and "over the limit of" in big.error
+    wrong = Agent(ScriptedPolicy({"not": "text"}), toolbox).run("q", buf)
+    assert wrong.stop_reason == "policy_error" and "must be text" in wrong.error
+    long = Agent(answer, toolbox).run("y" * 100_000, buf)
+    assert long.stop_reason == "bad_query" and len(long.query) < 2100  # the echo is bounded too

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 from hypothesis import given, settings, strategies as st
 
 from pixelis_ros import cota
-from pixelis_ros.cota import Step, ToolCall, parse, parse_turn, to_messages, tool_schema
+from pixelis_ros.cota import Step, ToolCall, parse, parse_turn, to_messages
+from pixelis_ros.tools.arguments import tool_schema
 from pixelis_ros.tools import TOOLS, Toolbox
 
 # Bodies may hold anything but the grammar's own tags (a canonical trace never nests them).
@@ -107,3 +111,103 @@ def test_answer_quotes_name_a_field_of_the_last_response():
     assert value is None and error == "the answer quotes {colur}, but the last tool response has no 'colur' there (it has ['colour'])"
     value, error = resolve_quote("text", {"text": "x" * 5000})
     assert value is None and "5000 characters" in error
+
+
+# --- hardening (issue 13): a leaf module, linear parsing, caps, bounded quotes, valid text ------
+
+
+def run_python(code: str, timeout: float = 120) -> str:
+    """Run ``code`` in a fresh interpreter; a hang fails the test at ``timeout`` instead of
+    freezing it (a regex holding the GIL cannot be interrupted from a thread)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_cota_is_a_leaf_that_loads_no_tools_and_no_opencv():
+    out = run_python("import sys, pixelis_ros.cota\n"
+                     "print(sorted(m for m in sys.modules if m == 'cv2' or m.startswith(('pixelis_ros', 'numpy'))))")
+    assert out.strip() == "['pixelis_ros', 'pixelis_ros.cota']"
+
+
+ADVERSARIAL = ("<tool_call>", "<answer>", "<think>", "<tool_response>", "<tool_call><think>", "<answer>x</tool_call>",
+               "<think>a</think>", "</answer><answer>")
+
+
+def test_parsing_a_megabyte_of_adversarial_text_is_linear():
+    # 1 MB of each: the old lazy-body regexes rescanned to the end from every unclosed opener
+    # (100 KB took 2-6 s, and doubling quadrupled it: ~10 minutes per MB).
+    code = f"""
+from pixelis_ros import cota
+from pixelis_ros.policy.scripted import split_turns
+for unit in {ADVERSARIAL!r}:
+    text = (unit * (1_000_000 // len(unit) + 1))[:1_000_000]
+    trace = cota.parse(text)
+    assert all(len(e.message) < 400 for e in trace.errors), unit
+    cota.parse_turn(text[:cota.MAX_TURN_CHARS])
+    split_turns(text)
+    cota.last_tool_response([{{"content": [{{"type": "text", "text": text}}]}}])
+print("ok")
+"""
+    assert run_python(code).strip() == "ok"
+
+
+OLD_BLOCK = re.compile(r"<(think|tool_call|tool_response|answer)>(.*?)</\1>", re.DOTALL)  # the quadratic original
+
+
+@settings(max_examples=1500, deadline=None)
+@given(tag_soup | st.sampled_from(["<think>a<answer>b</answer>", "<answer><think>x</think></answer>",
+                                   "<tool_call>{}</tool_call></tool_call><tool_call>", "x<answer>1</answer>y<answer>2</answer>"]))
+def test_linear_scan_finds_the_same_blocks_as_the_regex(text):
+    assert list(cota._blocks(text)) == [(m.start(), m.end(), m.group(1), m.group(2)) for m in OLD_BLOCK.finditer(text)]
+
+
+def test_caps_on_turn_and_trace_sizes():
+    turn = "<answer>" + "x" * cota.MAX_TURN_CHARS + "</answer>"
+    assert parse_turn(turn).error == f"the turn has {len(turn)} characters, over the limit of {cota.MAX_TURN_CHARS}"
+    trace = parse("x" * (cota.MAX_TRACE_CHARS + 1))
+    assert trace.steps == [] and "over the limit of" in trace.errors[0].message
+
+
+def test_huge_integers_in_a_call_are_errors_not_exceptions():
+    step = parse_turn('<tool_call>{"name": "zoom", "arguments": {"bbox_2d": [' + "9" * 5000 + ', 0, 50, 50]}}</tool_call>')
+    assert step.call is None and step.error == "tool call holds an integer of 5000 digits; numbers in a call have at most 100 digits"
+    ok = parse_turn('<tool_call>{"name": "zoom", "arguments": {"bbox_2d": [' + "9" * 100 + ', 0, 50, 50]}}</tool_call>')
+    assert ok.error is None and ok.call.arguments["bbox_2d"][0] == 10 ** 100 - 1
+
+
+def test_lone_surrogates_never_reach_the_outputs():
+    escaped = parse_turn('<tool_call>{"name": "ocr", "arguments": {"image": "\\ud800"}}</tool_call>')
+    assert escaped.call is None and "lone surrogate" in escaped.error
+    pair = parse_turn('<tool_call>{"name": "ocr", "arguments": {"image": "\\ud83d\\ude00"}}</tool_call>')
+    assert pair.error is None and pair.call.arguments["image"] == "\U0001F600"  # a valid pair is text
+    raw = parse_turn("<think>a\ud800</think><answer>b\udfff</answer>")
+    assert raw.error is None and raw.think == "a\ufffd" and raw.answer == "b\ufffd"
+    (raw.think + raw.answer).encode("utf-8")
+
+
+def test_empty_and_invisible_answers_are_errors():
+    assert parse_turn("<answer></answer>").error == "the answer is empty: write it inside <answer></answer>"
+    assert parse_turn("<answer> \n </answer>").error == "the answer is empty: write it inside <answer></answer>"
+    assert "no visible characters" in parse_turn("<answer>\u200b\u2060\ufeff</answer>").error
+    assert parse_turn("<answer>0</answer>").error is None
+    assert cota.is_blank(" \u200b\u00ad\u034f\u3164") and not cota.is_blank("\u200bA") and not cota.is_blank("٣")
+
+
+def test_quote_and_clip_bound_every_echo():
+    assert cota.quote("camera") == "'camera'" and cota.clip("short") == "short"
+    long = cota.quote("x" * 1_000_000)
+    assert long == repr("x" * 200) + "... (1000000 characters)"
+    assert cota.clip("y" * 5000, 10) == "yyyyyyyyyy... (5000 characters)"
+    assert cota.quote(10 ** 5000) == "<an integer of about 5001 digits>"  # repr() itself would raise
+    assert len(cota.quote([["z" * 10_000] * 1000] * 1000)) < 260 and len(cota.quote({str(i): i for i in range(10 ** 4)})) < 260
+    assert cota.quote("\ud800") == "'\\ud800'"  # escaped: a quote never carries a lone surrogate
+
+
+def test_answer_quotes_with_odd_indices_are_errors():
+    from pixelis_ros.cota import resolve_quote
+
+    response = {"lines": [{"text": "A"}]}
+    for path in ("lines." + "9" * 5000 + ".text", "lines.\u00b2.text"):
+        value, error = resolve_quote(path, response)
+        assert value is None and "has no" in error and len(error) < 400

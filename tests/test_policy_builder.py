@@ -17,6 +17,7 @@ from pixelis_ros.policy.builder import build_model, trl_chat_template  # noqa: E
 from pixelis_ros.policy.corpus import CorpusError, corpus_texts  # noqa: E402
 from pixelis_ros.policy.presets import PRESETS, PresetError, get_preset  # noqa: E402
 from pixelis_ros.policy.tokenizer import COTA_TOKENS, SPECIAL_TOKENS, missing_tokens  # noqa: E402
+from pixelis_ros.tools import Toolbox  # noqa: E402
 
 ARCHS = ("qwen2_5_vl", "qwen3_vl")
 
@@ -80,7 +81,7 @@ def test_tokenizer_has_qwen_tokens_and_splits_digits(tiny_models, arch):
 
 
 def test_corpus_sources(tmp_path):
-    texts, desc = corpus_texts(None)
+    texts, desc = corpus_texts(None, schemas=Toolbox().schemas())
     assert "grammar" in desc and any("<tool_call>" in t for t in texts) and any('"bbox_2d"' in t for t in texts)
     with pytest.raises(CorpusError, match="no corpus at"):
         corpus_texts(tmp_path / "nothing")

@@ -95,3 +95,36 @@ def test_backend_configuration_errors_are_observations():
     assert "paddleocr" in result.error.lower() or "/no/det" in result.error
     sam = ToolboxConfig(segment_backend="sam2", segment_options={"checkpoint": "/no/sam2.pt"})
     assert "only .safetensors weights are loaded" in Toolbox(sam).run("segment", {"point_2d": [5, 5]}, ctx).error
+
+
+# --- hardening (issue 13): library errors in our words, bounded echoes -------------------------
+
+@pytest.mark.parametrize("name, arguments, message", [
+    ("zoom", {"bbox_2d": [0, 0, 10 ** 400, 50]},
+     "tool 'zoom': argument 'bbox_2d[2]' is out of range: <an integer of about 401 digits>; numbers must lie within ±1e308"),
+    ("zoom", {"bbox_2d": [0, 0, 50, 50], "image": "frame:" + "9" * 5000},
+     "a reference has at most 32 characters"),
+    ("track", {"bbox_2d": [0, 0, 50, 50], "start": "frame:" + "1" * 4400}, "a reference has at most 32 characters"),
+    ("segment", {"bbox_2d": [0, 0, 320, 240]}, "the box covers the whole 320x240 image, which leaves GrabCut no background"),
+    ("segment", {"bbox_2d": [-50, -50, 900, 900]}, "the box covers the whole 320x240 image"),
+    ("temporal", {"predicate": "text", "value": "\u200b "}, "the 'text' predicate needs a value (got 2 blank or zero-width"),
+    ("temporal", {"predicate": "colour", "value": "c" * 1_000_000}, "unknown colour 'cccc"),
+    ("zoom", {"bbox_2d": "b" * 1_000_000}, "(1000000 characters)"),
+    ("zoom", {"bbox_2d": [0, 0, 50, 50], "k" * 1_000_000: 1}, "unknown argument(s) ['kkkk"),
+    ("z" * 1_000_000, {}, "unknown tool 'zzzz"),
+])
+def test_hostile_values_get_bounded_errors_in_our_words(toolbox, name, arguments, message):
+    result = toolbox.run(name, arguments, context())
+    assert result.error is not None and message in result.error, result.error[:500]
+    assert len(result.error) < 600 and " failed: " not in result.error  # not a raw library exception
+
+
+def test_a_point_on_a_small_image_segments_instead_of_asserting(toolbox):
+    # The box GrabCut gets around a point is ours: on an image smaller than it, it is shrunk so
+    # some background remains, rather than tripping OpenCV's assertion.
+    img = np.zeros((64, 96, 3), np.uint8)
+    img[20:44, 30:66] = (255, 0, 0)
+    ctx = ToolContext(frames=Frames([Frame(img, 0.0)]))
+    result = toolbox.run("segment", {"point_2d": [48, 32]}, ctx)
+    assert result.error is None and result.data["colour"] == "red", result.error
+    assert toolbox.run("segment", {"point_2d": [0, 0]}, ctx).error is None  # a corner point stays inside

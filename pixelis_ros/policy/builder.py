@@ -111,7 +111,9 @@ def build_model(arch: str, preset: str, out: str | Path, corpus: str | Path | No
     t0 = time.perf_counter()
     spec = get_preset(arch, preset)
     out = Path(out)
-    texts, corpus_desc = corpus_texts(corpus, seed=seed)
+    from pixelis_ros.tools import Toolbox
+
+    texts, corpus_desc = corpus_texts(corpus, seed=seed, schemas=Toolbox().schemas())
     save_tokenizer(train_tokenizer(texts, spec.vocab_size), out)
     tokenizer = AutoTokenizer.from_pretrained(out, local_files_only=True)
     token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS + COTA_TOKENS}

@@ -17,6 +17,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from pixelis_ros.cota import format_call, parse_turn
+
 RELATIVE_ARCHS = ("qwen3_vl",)
 """Backbones whose coordinates are 0–1000 relative; the others use resized-input pixels."""
 RELATIVE_SCALE = 1000.0
@@ -207,8 +209,6 @@ def messages_to_model(messages: list[dict], geometries: dict[str, Geometry], con
 def generated_call(text: str, geometries: dict[str, Geometry]):
     """The turn's tool call, the image it names, and its arguments in internal pixels; ``None`` when
     the turn has no valid call. Every backend maps a generated call back through this one path."""
-    from pixelis_ros.cota import parse_turn  # cota imports the tool registry: only when a turn is parsed
-
     step = parse_turn(text)
     if step.error is not None or step.call is None:
         return None
@@ -218,7 +218,9 @@ def generated_call(text: str, geometries: dict[str, Geometry]):
 
 def with_call(text: str, call, arguments: dict) -> str:
     """``text`` with its first ``<tool_call>`` block holding ``call`` with ``arguments`` instead."""
-    from pixelis_ros.cota import format_call
-
     block = f"<tool_call>\n{format_call(type(call)(call.name, arguments))}\n</tool_call>"
-    return re.sub(r"<tool_call>.*?</tool_call>", lambda m: block, text, count=1, flags=re.DOTALL)
+    start = text.find("<tool_call>")
+    end = text.find("</tool_call>", start)  # str.find: linear, unlike a lazy regex on hostile text
+    if start < 0 or end < 0:
+        return text
+    return text[:start] + block + text[end + len("</tool_call>"):]

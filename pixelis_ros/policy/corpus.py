@@ -3,7 +3,8 @@
 Two sources. A simulator export (``pixelis sim export``; a folder with ``episodes.jsonl`` or the
 file itself) gives the real distribution: system prompt with the tool schemas, questions, expert
 thoughts, calls, tool responses and answers. Without one, traces are generated from the grammar
-(``cota.format``) and the registered tools' schemas with random but well-formed arguments, so a
+(``cota.format``) and the tools' schemas (passed in by the caller; this module loads no tools)
+with random but well-formed arguments, so a
 tokenizer built offline still has merges for every tool name, argument key and JSON punctuation
 the model will emit. Digits need no coverage: the pre-tokenizer splits them one by one.
 """
@@ -106,11 +107,11 @@ def _call(rng: random.Random, name: str, obs: int) -> tuple[ToolCall, dict]:
     return ToolCall(name, args), {"spans": [[round(rng.random() * 2, 2), round(2 + rng.random() * 2, 2)]]}
 
 
-def grammar_texts(n: int = 400, seed: int = 0) -> list[str]:
-    """``n`` synthetic traces (plus the system prompt) from the grammar and the tools' schemas."""
-    from pixelis_ros.tools import Toolbox
-
-    schemas = Toolbox().schemas()
+def grammar_texts(schemas: list[dict], n: int = 400, seed: int = 0) -> list[str]:
+    """``n`` synthetic traces (plus the system prompt) from the grammar and the tools' ``schemas``
+    (``Toolbox().schemas()``)."""
+    if not schemas:
+        raise CorpusError("synthetic traces need the tools' schemas (e.g. Toolbox().schemas()); got none")
     names = [s["function"]["name"] for s in schemas]
     rng = random.Random(seed)
     texts = [system_prompt(schemas)]
@@ -127,8 +128,10 @@ def grammar_texts(n: int = 400, seed: int = 0) -> list[str]:
     return texts
 
 
-def corpus_texts(source: str | Path | None = None, seed: int = 0) -> tuple[list[str], str]:
-    """The corpus texts and a description of where they came from (for the model card)."""
+def corpus_texts(source: str | Path | None = None, seed: int = 0,
+                 schemas: list[dict] | None = None) -> tuple[list[str], str]:
+    """The corpus texts and a description of where they came from (for the model card).
+    Without a ``source`` the traces are synthetic and ``schemas`` (the tools') are required."""
     if source is None:
-        return grammar_texts(seed=seed), "synthetic CoTA traces generated from the grammar and the tool schemas"
+        return grammar_texts(schemas or [], seed=seed), "synthetic CoTA traces generated from the grammar and the tool schemas"
     return export_texts(Path(source)), f"simulator export {source}"

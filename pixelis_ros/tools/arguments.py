@@ -3,7 +3,9 @@
 Each tool declares its arguments as a frozen dataclass; the field types are the contract and
 each field's ``metadata["doc"]`` is its description. From that one declaration we derive the
 JSON schema shown to the model (Qwen/OpenAI function format) and the validator that turns a
-model's JSON into a typed instance, so the two can never drift apart.
+model's JSON into a typed instance, so the two can never drift apart. ``tool_schema`` is where
+the grammar's prompts get a tool's function schema: the grammar (``cota``) imports no tools.
+Error messages quote values through ``cota.quote`` (bounded: a 1 MB value is not echoed back).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import math
 import types
 import typing
 from typing import Any, Literal, Union
+
+from pixelis_ros.cota import quote
 
 Box = tuple[float, float, float, float]
 Point = tuple[float, float]
@@ -70,6 +74,12 @@ def json_schema(args_cls: type) -> dict:
     return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
 
 
+def tool_schema(tool_cls: Any) -> dict:
+    """Qwen/OpenAI function schema of a tool class (``name``, ``description``, ``Args``)."""
+    return {"type": "function", "function": {"name": tool_cls.name, "description": tool_cls.description,
+                                             "parameters": json_schema(tool_cls.Args)}}
+
+
 def _convert(name: str, tp: Any, value: Any) -> Any:
     tp, optional = _strip_optional(tp)
     if value is None:
@@ -79,31 +89,35 @@ def _convert(name: str, tp: Any, value: Any) -> Any:
     origin = typing.get_origin(tp)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ArgumentError(f"argument '{name}' must be a boolean, got {type(value).__name__} {value!r}")
+            raise ArgumentError(f"argument '{name}' must be a boolean, got {type(value).__name__} {quote(value)}")
         return value
     if tp in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ArgumentError(f"argument '{name}' must be a number, got {type(value).__name__} {value!r}")
-        if not math.isfinite(value):
-            raise ArgumentError(f"argument '{name}' must be finite, got {value!r}")
+            raise ArgumentError(f"argument '{name}' must be a number, got {type(value).__name__} {quote(value)}")
+        try:
+            as_float = float(value)
+        except OverflowError:  # an integer beyond a float's range, ~1.8e308
+            raise ArgumentError(f"argument '{name}' is out of range: {quote(value)}; numbers must lie within ±1e308") from None
+        if not math.isfinite(as_float):
+            raise ArgumentError(f"argument '{name}' must be finite, got {quote(value)}")
         if tp is int:
-            if float(value) != int(value):
-                raise ArgumentError(f"argument '{name}' must be an integer, got {value!r}")
+            if isinstance(value, float) and not value.is_integer():
+                raise ArgumentError(f"argument '{name}' must be an integer, got {quote(value)}")
             return int(value)
-        return float(value)
+        return as_float
     if tp is str:
         if not isinstance(value, str):
-            raise ArgumentError(f"argument '{name}' must be a string, got {type(value).__name__} {value!r}")
+            raise ArgumentError(f"argument '{name}' must be a string, got {type(value).__name__} {quote(value)}")
         return value
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise ArgumentError(f"argument '{name}' must be one of {list(choices)}, got {value!r}")
+            raise ArgumentError(f"argument '{name}' must be one of {list(choices)}, got {quote(value)}")
         return value
     if origin is tuple:
         items = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(items):
-            raise ArgumentError(f"argument '{name}' must be a list of {len(items)} numbers, got {value!r}")
+            raise ArgumentError(f"argument '{name}' must be a list of {len(items)} numbers, got {quote(value)}")
         return tuple(_convert(f"{name}[{i}]", t, v) for i, (t, v) in enumerate(zip(items, value)))
     raise TypeError(f"unsupported argument type {tp!r}")
 
@@ -117,7 +131,7 @@ def parse_arguments(args_cls: type, tool_name: str, arguments: Any) -> Any:
     fields = {f.name: f for f in dataclasses.fields(args_cls)}
     extra = sorted(set(arguments) - set(fields))
     if extra:
-        raise ArgumentError(f"tool '{tool_name}': unknown argument(s) {extra}; expected {sorted(fields)}")
+        raise ArgumentError(f"tool '{tool_name}': unknown argument(s) {quote(extra)}; expected {sorted(fields)}")
     missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in arguments]
     if missing:
         raise ArgumentError(f"tool '{tool_name}': missing required argument(s) {missing}")

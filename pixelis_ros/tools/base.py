@@ -19,6 +19,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from pixelis_ros.boxes import MIN_BOX_SIDE, check_box, check_point, round_box
+from pixelis_ros.cota import quote
 from pixelis_ros.frames import FrameLookupError, Frames
 from pixelis_ros.image_codec import to_rgb8
 
@@ -160,20 +161,26 @@ class ToolContext:
 
 
 _REF = re.compile(r"^(frame|obs):(-?\d+|-?\d+(?:\.\d+)?s)$")
+_REF_HELP = "use frame:<index> (frame:-1 = newest), frame:<seconds>s or obs:<k>"
+# Longer than any real reference ("frame:-123456", "frame:12345.678s"); checked before int(),
+# which refuses numbers of 4,300+ digits with an error of its own.
+MAX_REF_CHARS = 32
 
 
 def parse_image_ref(ref: str) -> tuple[str, int | float]:
     """``frame:-1`` -> ("frame", -1); ``frame:1.5s`` -> ("frame", 1.5); ``obs:0`` -> ("obs", 0)."""
+    if isinstance(ref, str) and len(ref.strip()) > MAX_REF_CHARS:
+        raise ToolError(f"unknown image reference {quote(ref, 40)}: a reference has at most {MAX_REF_CHARS} characters; {_REF_HELP}")
     m = _REF.match(ref.strip()) if isinstance(ref, str) else None
     if not m:
-        raise ToolError(f"unknown image reference {ref!r}: use frame:<index> (frame:-1 = newest), frame:<seconds>s or obs:<k>")
+        raise ToolError(f"unknown image reference {quote(ref)}: {_REF_HELP}")
     kind, value = m.groups()
     if value.endswith("s"):
         if kind == "obs":
-            raise ToolError(f"unknown image reference {ref!r}: obs:<k> takes an integer index")
+            raise ToolError(f"unknown image reference {quote(ref)}: obs:<k> takes an integer index")
         return kind, float(value[:-1])
     if kind == "obs" and int(value) < 0:
-        raise ToolError(f"unknown image reference {ref!r}: obs:<k> takes k >= 0")
+        raise ToolError(f"unknown image reference {quote(ref)}: obs:<k> takes k >= 0")
     return kind, int(value)
 
 
@@ -215,5 +222,5 @@ def make_registry(family: str) -> tuple[dict[str, Callable[..., Any]], Callable[
 
 def lookup(registry: dict, family: str, name: str):
     if name not in registry:
-        raise ToolError(f"unknown {family} backend '{name}'; known: {sorted(registry)}")
+        raise ToolError(f"unknown {family} backend {quote(name)}; known: {sorted(registry)}")
     return registry[name]

@@ -12,6 +12,7 @@ import re
 import cv2
 import numpy as np
 
+from pixelis_ros.cota import quote
 from pixelis_ros.tools.base import ToolError
 
 HUES: dict[str, list[tuple[int, int]]] = {
@@ -37,7 +38,7 @@ def colour_mask(rgb: np.ndarray, value: str) -> np.ndarray:
     if name in ("gray", "grey"):
         return (s < 40) & (v >= 50) & (v <= 170)
     if name not in HUES:
-        raise ToolError(f"unknown colour '{value}'; use r,g,b or one of {NAMES}")
+        raise ToolError(f"unknown colour {quote(value)}; use r,g,b or one of {NAMES}")
     hue = np.zeros(h.shape, bool)
     for lo, hi in HUES[name]:
         hue |= (h >= lo) & (h <= hi)

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from pixelis_ros.boxes import int_box, MIN_BOX_SIDE
+from pixelis_ros.cota import clip
 from pixelis_ros.tools.arguments import Box, Point, arg
 from pixelis_ros.tools.colour import dominant_colour
 from pixelis_ros.tools.base import MIN_OBJECT_SIDE, MaskSummary, Detection, Tool, ToolContext, ToolError, ToolResult, lookup, make_registry, register_tool
@@ -39,6 +40,19 @@ class GrabCutSegmenter:
             box = (x - POINT_BOX_SIDE / 2, y - POINT_BOX_SIDE / 2, x + POINT_BOX_SIDE / 2, y + POINT_BOX_SIDE / 2)
         x1, y1, x2, y2 = int_box(box)
         x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+        if (x1, y1, x2, y2) == (0, 0, w, h):
+            # GrabCut learns the background from pixels outside the rectangle and asserts when
+            # there are none. A box from a point is ours to shrink (keeping the point inside);
+            # a box the caller drew around the whole image is a call to fix.
+            if point is None:
+                raise ToolError(f"the box covers the whole {w}x{h} image, which leaves GrabCut no background to "
+                                "compare with; draw the box around the object only")
+            px, py = int(point[0]), int(point[1])
+            mx, my = max(1, w // 8), max(1, h // 8)
+            x1, y1 = min(mx, px), min(my, py)
+            x2, y2 = max(w - mx, px + 1), max(h - my, py + 1)
+            if (x1, y1, x2, y2) == (0, 0, w, h):
+                raise ToolError(f"the {w}x{h} image is too small to segment: GrabCut needs background around the object")
         # Work on a crop around the box: GrabCut's cost grows with the pixels it models.
         mx, my = int((x2 - x1) * self.margin) + 2, int((y2 - y1) * self.margin) + 2
         cx1, cy1, cx2, cy2 = max(0, x1 - mx), max(0, y1 - my), min(w, x2 + mx), min(h, y2 + my)
@@ -49,7 +63,11 @@ class GrabCutSegmenter:
         # GrabCut's k-means draws from OpenCV's per-thread RNG: seed it so the same call gives the
         # same mask whatever ran before (replayed traces, exports split across processes).
         cv2.setRNGSeed(0)
-        cv2.grabCut(crop, mask, rect, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_RECT)
+        try:
+            cv2.grabCut(crop, mask, rect, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_RECT)
+        except cv2.error as e:  # OpenCV's assertions are not messages for the model
+            raise ToolError(f"GrabCut could not segment the box {list(rect)} of the {w}x{h} image "
+                            f"({clip((str(e).strip().splitlines() or ['no detail'])[-1], 120)})") from None
         if point is not None:
             mask[int(point[1]) - cy1, int(point[0]) - cx1] = cv2.GC_FGD
         full = np.zeros((h, w), bool)

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from pixelis_ros.boxes import int_box
+from pixelis_ros.cota import is_blank
 from pixelis_ros.frames import Frame
 from pixelis_ros.image_codec import to_rgb8
 from pixelis_ros.tools.arguments import Box, arg
@@ -98,8 +99,10 @@ class TemporalTool(Tool):
         i0, i1 = ctx.frame_index(args.start), ctx.frame_index(args.end)
         if i1 < i0:
             raise ToolError(f"temporal needs end at or after start: {args.start} is frame {i0}, {args.end} is frame {i1}")
-        if args.predicate in ("colour", "text") and not args.value:
-            raise ToolError(f"the '{args.predicate}' predicate needs a value")
+        if args.predicate in ("colour", "text") and (not args.value or is_blank(args.value)):
+            # A blank text value would match every frame: an error, not a silent "always".
+            got = "" if not args.value else f" (got {len(args.value)} blank or zero-width characters)"
+            raise ToolError(f"the '{args.predicate}' predicate needs a value{got}")
         region = int_box(ctx.check_box(args.bbox_2d, f"frame:{i0}")) if args.bbox_2d is not None else None
         frames = [ctx.frames[i] for i in range(i0, i1 + 1)]
         flags = self.evaluate(args, frames, region, ctx)

@@ -11,8 +11,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pixelis_ros.tools.arguments import ArgumentError, parse_arguments
+from pixelis_ros.cota import clip, quote
+from pixelis_ros.tools.arguments import ArgumentError, parse_arguments, tool_schema
 from pixelis_ros.tools.base import TOOLS, Tool, ToolContext, ToolError, ToolResult
+
+
+MAX_ERROR_CHARS = 1000
+"""Longest error text a call returns; tools quote input bounded, this is the backstop."""
 
 
 @dataclass(frozen=True)
@@ -72,13 +77,12 @@ class Toolbox:
         return TOOLS[name]()
 
     def schemas(self) -> list[dict]:
-        from pixelis_ros.cota import tool_schema
         return [tool_schema(TOOLS[n]) for n in self.enabled]
 
     def validate(self, name: str, arguments: Any) -> Any:
         """Typed arguments for a call, or ArgumentError/ToolError naming what is wrong."""
         if name not in self.enabled:
-            raise ToolError(f"unknown tool {name!r}; known tools: {self.enabled}")
+            raise ToolError(f"unknown tool {quote(name)}; known tools: {self.enabled}")
         return parse_arguments(TOOLS[name].Args, name, arguments)
 
     def run(self, name: str, arguments: Any, ctx: ToolContext) -> ToolResult:
@@ -90,9 +94,9 @@ class Toolbox:
             args = self.validate(name, arguments)
             result = self.tool(name).run(args, ctx)
         except (ArgumentError, ToolError) as e:
-            result = ToolResult(error=str(e))
+            result = ToolResult(error=clip(str(e), MAX_ERROR_CHARS))
         except Exception as e:  # a backend bug must not take the episode down
-            result = ToolResult(error=f"{name} failed: {type(e).__name__}: {e}")
+            result = ToolResult(error=f"{name} failed: {type(e).__name__}: {clip(str(e))}")
         elapsed = time.monotonic() - t0
         if result.error is None and elapsed > self.config.tool_time_budget_s:
             result.data["over_budget"] = f"took {elapsed:.2f} s, budget {self.config.tool_time_budget_s:g} s"
