@@ -89,7 +89,7 @@ FUZZ_CTX = context(n=3, size=(96, 64))
 def test_backend_configuration_errors_are_observations():
     ctx = context()
     result = Toolbox(ToolboxConfig(track_backend="nope")).run("track", {"bbox_2d": [0, 0, 50, 50]}, ctx)
-    assert result.error == "unknown track backend 'nope'; known: ['csrt', 'kcf', 'mil', 'sam2']"
+    assert result.error == "unknown track backend 'nope'; known: csrt, kcf, mil, sam2"
     paddle = ToolboxConfig(ocr_backend="paddleocr", ocr_options={"det_model_dir": "/no/det", "rec_model_dir": "/no/rec"})
     result = Toolbox(paddle).run("ocr", {}, ctx)
     assert "paddleocr" in result.error.lower() or "/no/det" in result.error

@@ -36,7 +36,7 @@ from pixelis_ros.image_codec import ImageDecodeError
 from pixelis_ros.node.config import AgentNodeConfig, ConfigError
 from pixelis_ros.policy.scripted import ScriptedPolicy
 from pixelis_ros.render import render_episode
-from pixelis_ros.tools import Toolbox, ToolboxConfig
+from pixelis_ros.tools import ToolError, Toolbox, ToolboxConfig
 
 Publish = Callable[[str, object], None]
 TOPICS = {"answer": "std_msgs/msg/String", "detections": "vision_msgs/msg/Detection2DArray",
@@ -109,6 +109,10 @@ class AgentNodeCore:
         toolbox = Toolbox(ToolboxConfig(ocr_backend=c.ocr_backend, segment_backend=c.segment_backend,
                                         segment_options=sam2_options(c.segment_backend), track_backend=c.track_backend,
                                         track_options=sam2_options(c.track_backend), tool_time_budget_s=c.tool_time_budget_s))
+        try:
+            toolbox.build_all()  # a bad backend or SAM 2 checkpoint fails here, not on every call
+        except ToolError as e:
+            raise ConfigError(f"the tools cannot start: {e}") from None
         policy = build_policy(c)
         if c.ttrl:
             policy = self._start_ttrl(policy)

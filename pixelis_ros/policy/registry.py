@@ -11,18 +11,16 @@ import importlib
 from pathlib import Path
 
 from pixelis_ros.policy.base import Policy, PolicyError
+from pixelis_ros.registry import Registry
 
-BACKENDS: dict[str, str] = {
-    "torch": "pixelis_ros.policy.hf:load_hf_policy",
-    "onnx": "pixelis_ros.policy.onnx:load_onnx_policy",
-    "tensorrt": "pixelis_ros.policy.tensorrt:load_tensorrt_policy",
-}
+BACKENDS = Registry("policy backend", PolicyError)
+BACKENDS.register("torch", "pixelis_ros.policy.hf:load_hf_policy")
+BACKENDS.register("onnx", "pixelis_ros.policy.onnx:load_onnx_policy")
+BACKENDS.register("tensorrt", "pixelis_ros.policy.tensorrt:load_tensorrt_policy")
 
 
 def load_policy(backend: str, model_dir: str | Path, **options) -> Policy:
     """The policy of ``backend`` loaded from the local folder ``model_dir`` (no downloads)."""
-    if backend not in BACKENDS:
-        raise PolicyError(f"unknown policy backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
     module_name, factory_name = BACKENDS[backend].split(":")
     factory = getattr(importlib.import_module(module_name), factory_name)
     return factory(Path(model_dir), **options)

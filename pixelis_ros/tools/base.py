@@ -22,6 +22,7 @@ from pixelis_ros.boxes import MIN_BOX_SIDE, check_box, check_point, round_box
 from pixelis_ros.cota import quote
 from pixelis_ros.frames import FrameLookupError, Frames
 from pixelis_ros.image_codec import to_rgb8
+from pixelis_ros.registry import Registry
 
 
 # Boxes that only locate an object (track, segment) may be smaller than a crop; trackers and
@@ -191,36 +192,31 @@ class Tool:
     description: ClassVar[str]
     Args: ClassVar[type]
 
+    @classmethod
+    def from_config(cls, config: Any, tool: Callable[[str], "Tool | None"]) -> "Tool":
+        """The tool as a ``ToolboxConfig`` sets it up; ``tool(name)`` is another enabled tool (or None)."""
+        return cls()
+
     def run(self, args: Any, ctx: ToolContext) -> ToolResult:  # pragma: no cover - interface
         raise NotImplementedError
 
 
-TOOLS: dict[str, type[Tool]] = {}
+TOOLS: Registry = Registry("tool", ToolError)
 
 
 def register_tool(cls: type[Tool]) -> type[Tool]:
-    if cls.name in TOOLS:
-        raise ValueError(f"tool '{cls.name}' is registered twice")
-    TOOLS[cls.name] = cls
-    return cls
+    return TOOLS.register(cls.name, cls)
 
 
-def make_registry(family: str) -> tuple[dict[str, Callable[..., Any]], Callable[[str], Callable]]:
-    """A name -> factory registry for one backend family, with its ``register`` decorator."""
-    registry: dict[str, Callable[..., Any]] = {}
-
-    def register(name: str) -> Callable:
-        def deco(factory):
-            if name in registry:
-                raise ValueError(f"{family} backend '{name}' is registered twice")
-            registry[name] = factory
-            return factory
-        return deco
-
-    return registry, register
+def make_registry(family: str) -> tuple[Registry, Callable[[str], Callable]]:
+    """A name -> factory registry for one backend family, with its ``register(name)`` decorator."""
+    registry = Registry(f"{family} backend", ToolError)
+    return registry, registry.register
 
 
-def lookup(registry: dict, family: str, name: str):
-    if name not in registry:
-        raise ToolError(f"unknown {family} backend {quote(name)}; known: {sorted(registry)}")
-    return registry[name]
+def build_backend(registry: Registry, name: str, options: dict):
+    """The backend ``name`` built with ``options``; a wrong option is the tool's error, not a TypeError."""
+    try:
+        return registry[name](**options)
+    except TypeError as e:
+        raise ToolError(f"{registry.kind} {quote(name)}: bad options {quote(sorted(options))} ({e})") from None

@@ -16,7 +16,7 @@ import numpy as np
 
 from pixelis_ros.boxes import int_box, round_box
 from pixelis_ros.tools.arguments import Box, arg
-from pixelis_ros.tools.base import Detection, Tool, ToolContext, ToolError, ToolResult, lookup, make_registry, register_tool
+from pixelis_ros.tools.base import Detection, Tool, ToolContext, ToolError, ToolResult, build_backend, make_registry, register_tool
 
 OCR_BACKENDS, register_ocr_backend = make_registry("ocr")
 
@@ -114,9 +114,13 @@ class OCRTool(Tool):
     description = "Read the text in an image or a region of it; returns lines with their boxes and scores."
     Args = OCRArgs
 
+    @classmethod
+    def from_config(cls, config, tool):
+        return cls(backend=config.ocr_backend, **config.ocr_options)
+
     def __init__(self, backend: str = "rapidocr", **backend_options):
         self.backend_name = backend
-        self.reader = lookup(OCR_BACKENDS, "ocr", backend)(**backend_options)
+        self.reader = build_backend(OCR_BACKENDS, backend, backend_options)
 
     def read(self, rgb: np.ndarray, region=None) -> list[Line]:
         """Lines in ``rgb``'s pixels, reading only ``region`` when given."""

@@ -16,7 +16,7 @@ from pixelis_ros.boxes import int_box, MIN_BOX_SIDE
 from pixelis_ros.cota import clip
 from pixelis_ros.tools.arguments import Box, Point, arg
 from pixelis_ros.tools.colour import dominant_colour
-from pixelis_ros.tools.base import MIN_OBJECT_SIDE, MaskSummary, Detection, Tool, ToolContext, ToolError, ToolResult, lookup, make_registry, register_tool
+from pixelis_ros.tools.base import MIN_OBJECT_SIDE, MaskSummary, Detection, Tool, ToolContext, ToolError, ToolResult, build_backend, make_registry, register_tool
 
 SEGMENT_BACKENDS, register_segment_backend = make_registry("segment")
 
@@ -106,9 +106,13 @@ class SegmentTool(Tool):
                    "distance from the camera (depth_m, when the frame has depth) and an overlay crop.")
     Args = SegmentArgs
 
+    @classmethod
+    def from_config(cls, config, tool):
+        return cls(backend=config.segment_backend, **config.segment_options)
+
     def __init__(self, backend: str = "grabcut", **backend_options):
         self.backend_name = backend
-        self.segmenter = lookup(SEGMENT_BACKENDS, "segment", backend)(**backend_options)
+        self.segmenter = build_backend(SEGMENT_BACKENDS, backend, backend_options)
 
     def run(self, args: SegmentArgs, ctx: ToolContext) -> ToolResult:
         if args.bbox_2d is None and args.point_2d is None:

@@ -85,6 +85,10 @@ class TemporalTool(Tool):
     description = "Find when something happens in the recent frames (change, appear, disappear, colour, text, motion_stop); returns time spans in seconds and keyframes."
     Args = TemporalArgs
 
+    @classmethod
+    def from_config(cls, config, tool):
+        return cls(ocr=tool("ocr"))  # the text predicate reads with the OCR tool, when it is enabled
+
     def __init__(self, pixel_threshold: float = 20.0, change_fraction: float = 0.01, colour_fraction: float = 0.05,
                  max_keyframes: int = 3, ocr=None):
         # A region "changed" when more than change_fraction of its thumbnail pixels moved by more

@@ -51,30 +51,26 @@ class Toolbox:
 
     def __init__(self, config: ToolboxConfig | None = None, enabled: list[str] | None = None):
         self.config = config or ToolboxConfig()
-        unknown = sorted(set(enabled or []) - set(TOOLS))
-        if unknown:
-            raise ValueError(f"unknown tool(s) {unknown}; known tools: {sorted(TOOLS)}")
+        TOOLS.check(list(enabled or []))
         self.enabled = list(enabled) if enabled else sorted(TOOLS)
         self._tools: dict[str, Tool] = {}
 
-    def tool(self, name: str) -> Tool:
+    def tool(self, name: str) -> Tool | None:
+        """The enabled tool ``name``, built on first use; ``None`` when it is not enabled."""
+        if name not in self.enabled:
+            return None
         if name not in self._tools:
-            self._tools[name] = self._build(name)
+            self._tools[name] = TOOLS[name].from_config(self.config, self.tool)
         return self._tools[name]
 
-    def _build(self, name: str) -> Tool:
-        c = self.config
-        if name == "ocr":
-            return TOOLS[name](backend=c.ocr_backend, **c.ocr_options)
-        if name == "segment":
-            return TOOLS[name](backend=c.segment_backend, **c.segment_options)
-        if name == "track":
-            return TOOLS[name](backend=c.track_backend, **c.track_options)
-        if name == "zoom":
-            return TOOLS[name](target_side=c.zoom_target_side, max_upscale=c.zoom_max_upscale)
-        if name == "temporal":
-            return TOOLS[name](ocr=self.tool("ocr") if "ocr" in self.enabled else None)
-        return TOOLS[name]()
+    def build_all(self) -> None:
+        """Build every enabled tool now (a node on activate), so a bad backend name, option or
+        checkpoint fails at start-up with the tool's name instead of on each call."""
+        for name in self.enabled:
+            try:
+                self.tool(name)
+            except ToolError as e:
+                raise ToolError(f"tool {name}: {e}") from None
 
     def schemas(self) -> list[dict]:
         return [tool_schema(TOOLS[n]) for n in self.enabled]

@@ -16,7 +16,7 @@ import numpy as np
 
 from pixelis_ros.boxes import int_box, round_box
 from pixelis_ros.tools.arguments import Box, arg
-from pixelis_ros.tools.base import MIN_OBJECT_SIDE, Detection, Tool, ToolContext, ToolError, ToolResult, lookup, make_registry, register_tool
+from pixelis_ros.tools.base import MIN_OBJECT_SIDE, Detection, Tool, ToolContext, ToolError, ToolResult, build_backend, make_registry, register_tool
 
 TRACK_BACKENDS, register_track_backend = make_registry("track")
 
@@ -59,10 +59,14 @@ class TrackTool(Tool):
                    "and vertical direction, pixels moved), first and last boxes and keyframe crops.")
     Args = TrackArgs
 
+    @classmethod
+    def from_config(cls, config, tool):
+        return cls(backend=config.track_backend, **config.track_options)
+
     def __init__(self, backend: str = "csrt", keyframes: int = 3, **backend_options):
         self.backend_name = backend
         self.keyframes = keyframes
-        self.tracker = lookup(TRACK_BACKENDS, "track", backend)(**backend_options)
+        self.tracker = build_backend(TRACK_BACKENDS, backend, backend_options)
 
     def run(self, args: TrackArgs, ctx: ToolContext) -> ToolResult:
         i0, i1 = ctx.frame_index(args.start), ctx.frame_index(args.end)

@@ -40,6 +40,10 @@ class ZoomTool(Tool):
     description = "Zoom into a region of an image: crop it and enlarge it; returns the zoomed image as a new observation."
     Args = ZoomArgs
 
+    @classmethod
+    def from_config(cls, config, tool):
+        return cls(target_side=config.zoom_target_side, max_upscale=config.zoom_max_upscale)
+
     def __init__(self, target_side: int = 448, max_upscale: float = 4.0):
         self.target_side = target_side
         self.max_upscale = max_upscale

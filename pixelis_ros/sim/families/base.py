@@ -20,6 +20,7 @@ from pixelis_ros.episode import Episode
 from pixelis_ros.frames import Frame, Frames
 from pixelis_ros.sim.expert import ExpertPolicy, Plan
 from pixelis_ros.sim.scene import SceneSpec
+from pixelis_ros.registry import Registry
 from pixelis_ros.sim.world import Render, World
 from pixelis_ros.tools import Toolbox
 
@@ -93,17 +94,19 @@ class Family:
         raise NotImplementedError
 
 
-FAMILIES: dict[str, Family] = {}
+class FamilyError(ValueError):
+    """A task family name that is not registered."""
+
+
+FAMILIES: Registry = Registry("task family", FamilyError)
 
 
 def register_family(cls: type[Family]) -> type[Family]:
-    FAMILIES[cls.name] = cls()
+    FAMILIES.register(cls.name, cls())
     return cls
 
 
 def family(name: str) -> Family:
-    if name not in FAMILIES:
-        raise KeyError(f"unknown task family '{name}'; known: {sorted(FAMILIES)}")
     return FAMILIES[name]
 
 
