@@ -23,7 +23,7 @@ $(STAMP): setup.py setup.cfg package.xml Makefile
 	# sam2 is an sdist: build it against the torch above, without its CUDA extension.
 	$(PIP) install -q "hydra-core>=1.3.2" "iopath>=0.1.10" safetensors tqdm pillow
 	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation --no-deps sam2==1.1.0
-	$(PIP) install -q -e ".[ocr,segment,sim,dds,training,export,dev]"
+	$(PIP) install -q -e ".[torch,onnx,ocr,segment,sim,dds,training,export,dev]"
 	# rapidocr pulls plain opencv wheels that shadow opencv-contrib (the trackers vanish):
 	# remove them and put the contrib build back last.
 	-$(PIP) uninstall -q -y opencv-python opencv-python-headless

@@ -21,6 +21,7 @@ import importlib.util
 import time
 from pathlib import Path
 
+from pixelis_ros.extras import MissingDependency, install_hint
 from pixelis_ros.policy.corpus import corpus_texts
 from pixelis_ros.policy.presets import MERGE_SIZE, ModelPreset, get_preset
 from pixelis_ros.policy.tokenizer import COTA_TOKENS, SPECIAL_TOKENS, save_tokenizer, train_tokenizer
@@ -34,7 +35,7 @@ def trl_chat_template(arch: str) -> str:
     """The chat template TRL ships for ``arch`` (package data; TRL is not imported)."""
     spec = importlib.util.find_spec("trl")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("trl is not installed; install the training extra: pip install 'pixelis_ros[training]'")
+        raise MissingDependency(f"the model builder needs trl (its chat templates), which is not installed: {install_hint('trl')}")
     path = Path(list(spec.submodule_search_locations)[0]) / "chat_templates" / f"{arch}.jinja"
     if not path.is_file():
         raise RuntimeError(f"this trl has no chat template {path.name} (looked in {path.parent}); use trl>=1.16")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from pixelis_ros.extras import MissingDependency, install_hint
 from pixelis_ros.policy.base import Policy, PolicyError
 from pixelis_ros.registry import Registry
 
@@ -22,5 +23,10 @@ BACKENDS.register("tensorrt", "pixelis_ros.policy.tensorrt:load_tensorrt_policy"
 def load_policy(backend: str, model_dir: str | Path, **options) -> Policy:
     """The policy of ``backend`` loaded from the local folder ``model_dir`` (no downloads)."""
     module_name, factory_name = BACKENDS[backend].split(":")
-    factory = getattr(importlib.import_module(module_name), factory_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:  # a robot installs only the runtimes it serves
+        raise MissingDependency(f"the {backend} backend needs {e.name or e}, which is not installed: "
+                                f"{install_hint(e.name or backend)}") from None
+    factory = getattr(module, factory_name)
     return factory(Path(model_dir), **options)
