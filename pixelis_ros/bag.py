@@ -11,6 +11,11 @@ stamp they refer to. ``record_frames`` writes a camera bag from frames on disk (
 video) — how the tests make real bags. All (de)serialization goes through
 ``messages.typestore()`` (ROS 2 Humble + vision_msgs); bags are written as rosbag2 version 8
 with the message definitions embedded, so readers need no typestore of their own.
+
+Bags are untrusted input: their metadata is checked by ``bag_metadata`` before ``rosbags`` reads
+it, and any failure inside ``rosbags`` (a parser of foreign bytes: truncated or zeroed sqlite
+pages, MCAP records with forged lengths) becomes a ``BagError`` on open, or, mid-read, one
+error entry after which the replay stops and the query runs on the frames read so far.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import yaml
 
 from pixelis_ros import messages as M
+from pixelis_ros.bag_metadata import BagMetadataError, check_metadata
 from pixelis_ros.frames import Frame, Frames
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -38,6 +43,13 @@ class BagError(ValueError):
     """A bag that cannot be read or written, or a replay request that does not fit the bag."""
 
 
+def _reason(e: BaseException, limit: int = 200) -> str:
+    """A library exception in a bounded line: its type and the start of its message."""
+    text = str(e).strip().replace("\n", " ")
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 # --- reading -----------------------------------------------------------------------------------------
 def storage_of(path: str | Path) -> str:
     """'sqlite3', 'mcap' (or 'ros1') for a rosbag2 folder or a bare storage file."""
@@ -46,10 +58,9 @@ def storage_of(path: str | Path) -> str:
         raise BagError(f"{path}: no such bag")
     if path.is_dir():
         try:
-            info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-            return str(info["storage_identifier"])
-        except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
-            raise BagError(f"{path}: not a rosbag2 folder (cannot read metadata.yaml: {e})") from None
+            return check_metadata(path)["storage_identifier"]
+        except BagMetadataError as e:
+            raise BagError(f"{path}: not a usable rosbag2 folder: {e}") from None
     if path.suffix in _SUFFIX_STORAGE:
         return _SUFFIX_STORAGE[path.suffix]
     raise BagError(f"{path}: not a rosbag2 folder nor a .mcap/.db3 file")
@@ -63,13 +74,15 @@ def open_reader(path: str | Path) -> Iterator:
     from rosbags.highlevel import AnyReader, AnyReaderError
 
     path = Path(path)
-    if not path.exists():
-        raise BagError(f"{path}: no such bag")
+    storage_of(path)  # checks a folder's metadata before rosbags trusts it
     try:
         reader = AnyReader([path], default_typestore=M.typestore())
         reader.open()
+        reader.start_time, reader.duration  # noqa: B018 -- computed from the storage: fail here, not later
     except (AnyReaderError, FileNotFoundError) as e:
-        raise BagError(f"{path}: cannot open it as a rosbag: {e}") from None
+        raise BagError(f"{path}: cannot open it as a rosbag: {_reason(e)}") from None
+    except Exception as e:  # rosbags parsing corrupt storage: sqlite, MCAP records, CDR definitions
+        raise BagError(f"{path}: cannot open it as a rosbag, its storage is corrupt ({_reason(e)})") from None
     try:
         yield reader
     finally:
@@ -209,12 +222,35 @@ def _query_time(query_at, reader, path: Path) -> int | None:
     return reader.start_time + _ns(seconds)
 
 
-def _episode_entry(record: dict, at_ns: int, start_ns: int, frames: int, messages: int, topic: str) -> dict:
+def _messages(reader, conns, errors: list, start_ns: int, read_so_far) -> Iterator:
+    """``reader.messages`` that ends, with one error entry, where the storage breaks (rosbags
+    raises whatever its sqlite or MCAP parser meets) instead of raising out of the replay."""
+    it = iter(reader.messages(connections=conns))
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except Exception as e:  # noqa: BLE001 -- only the library's iterator is inside this try
+            n = read_so_far()
+            errors.append({"index": n, "time_s": None, "timestamp_ns": None,
+                           "error": f"the bag's storage is corrupt after {n} message(s) on this topic; replay stopped "
+                                    f"there ({_reason(e)})"})
+            return
+        yield item
+
+
+def _episode_entry(record: dict, at_ns: int, start_ns: int, frames: int, messages: int, topic: str,
+                   errors: list[dict]) -> dict:
     trace = record.get("trace") or {}
     error = record.get("error")
     if frames == 0 and error:
-        error += f" (none of the {messages} messages on {topic} gave a frame; see errors)" if messages else \
-                 f" ({topic} had no message before the query)"
+        if messages:
+            error += f" (none of the {messages} messages on {topic} gave a frame; see errors)"
+        elif errors:  # the storage broke before the first message
+            error += f" (no message on {topic} could be read: {errors[-1]['error']})"
+        else:
+            error += f" ({topic} had no message before the query)"
     return {"query": record.get("query"), "answer": record.get("answer"), "action": record.get("action"),
             "stop_reason": record.get("stop_reason"), "error": error,
             "frame_stamp": (record.get("frame") or {}).get("stamp"), "at_s": round((at_ns - start_ns) / _NS, 6),
@@ -232,9 +268,8 @@ def run_bag(bag: str | Path, image_topic: str, query: str, trace: str | Path | N
     bag start runs it once the first message at or after that time has been handled (whether
     or not that message decoded). ``config``: an AgentNodeConfig (defaults otherwise);
     ``trace`` overrides its trace and the stale-camera check is off (bag time is not now).
-    ``out_bag`` records the node's outputs (storage from ``out_storage`` or the suffix)."""
-    from rosbags.highlevel import AnyReaderError
-
+    ``out_bag`` records the node's outputs (storage from ``out_storage`` or the suffix).
+    A storage that breaks mid-read ends the replay with one error entry saying where."""
     from pixelis_ros.node.agent_core import AgentNodeCore
     from pixelis_ros.node.config import AgentNodeConfig
 
@@ -265,7 +300,7 @@ def run_bag(bag: str | Path, image_topic: str, query: str, trace: str | Path | N
             n_answers = len(recorder.answers)
             core.run_query(query)
             for record in recorder.answers[n_answers:]:
-                episodes.append(_episode_entry(record, at_ns, start_ns, core.counters.frames, messages, image_topic))
+                episodes.append(_episode_entry(record, at_ns, start_ns, core.counters.frames, messages, image_topic, errors))
 
         core.activate()  # loads the policy and tools (ConfigError for a bad trace) before any bag is written
         try:
@@ -273,7 +308,7 @@ def run_bag(bag: str | Path, image_topic: str, query: str, trace: str | Path | N
                 writer, out_storage = open_writer(out_bag, out_storage)
                 recorder.attach(writer)
             pending, last_ns = True, start_ns
-            for conn, ts, raw in reader.messages(connections=conns):
+            for conn, ts, raw in _messages(reader, conns, errors, start_ns, lambda: messages):
                 if max_messages is not None and messages >= max_messages:
                     break
                 index, messages, last_ns = messages, messages + 1, ts
@@ -281,8 +316,8 @@ def run_bag(bag: str | Path, image_topic: str, query: str, trace: str | Path | N
                 recorder.now_ns = ts
                 try:
                     msg = reader.deserialize(raw, conn.msgtype)
-                except AnyReaderError as e:
-                    errors.append(where | {"error": f"cannot deserialize {len(raw)} bytes as {conn.msgtype}: {e}"})
+                except Exception as e:  # noqa: BLE001 -- rosbags' CDR parser on foreign bytes
+                    errors.append(where | {"error": f"cannot deserialize {len(raw)} bytes as {conn.msgtype}: {_reason(e)}"})
                 else:
                     stamp_ns = M.stamp_ns(msg.header)
                     recorder.now_ns = stamp_ns or ts

@@ -95,11 +95,12 @@ def _run_policy(args):
     """A ScriptedPolicy for ``--trace``, else the model folder (default: the bundled model)."""
     if args.trace:
         from pixelis_ros.policy.scripted import ScriptedPolicy
+        from pixelis_ros.trace_file import TraceFileError, read_trace
 
         try:
-            return ScriptedPolicy(Path(args.trace).read_text())
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"cannot read trace {args.trace}: {e}") from None
+            return ScriptedPolicy(read_trace(args.trace))
+        except TraceFileError as e:
+            raise UsageError(f"cannot read trace {e}") from None
     from pixelis_ros.policy.base import PolicyError
     from pixelis_ros.policy.bundled import default_model
     from pixelis_ros.policy.registry import load_policy

@@ -7,6 +7,10 @@ semantics of cv_bridge: colour comes out RGB, mono stays single channel, 16-bit 
 depth keep their type. Raw images are decoded as views of the message buffer where the layout
 allows, because a 30 fps camera should not cost a copy per frame; such views are read-only when
 the buffer is (``bytes``) and keep it alive.
+
+Every size comes from outside (a camera, a bag, a fuzzer), so nothing is allocated before the
+claimed size is checked against ``MAX_PIXELS``: raw fields directly, encoded bytes through the
+header parsers of ``image_header`` (a forged header is a decompression bomb otherwise).
 """
 
 from __future__ import annotations
@@ -16,9 +20,27 @@ import struct
 import cv2
 import numpy as np
 
+from .image_header import HEADER_FORMATS, PNG_SIGNATURE, HeaderError, encoded_size
+
 
 class ImageDecodeError(ValueError):
     """Image message fields or encoded bytes that cannot be turned into an array."""
+
+
+MAX_PIXELS = 8192 * 8192
+"""Most pixels an image may claim, raw or encoded: above any camera we serve (8K is 33 Mpx) and
+small enough that one decoded 8-bit RGB frame and its RGB copy stay under 400 MB."""
+
+
+def _quote(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_pixels(what: str, width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(f"{what}: claims {width}x{height} = {width * height} pixels, more than the "
+                               f"{MAX_PIXELS} pixel cap (a forged header or a wrong size)")
 
 
 # encoding -> (channels stored per pixel, channel type, memory layout). 8UC3 is bgr8 and 8UC1
@@ -36,7 +58,6 @@ SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
 # Channel selections giving RGB; reversed slices keep the result a view.
 _TO_RGB = {"rgb": slice(None), "bgr": slice(None, None, -1), "rgba": slice(0, 3), "bgra": slice(2, None, -1)}
 _YUV_TO_RGB = {"uyvy": cv2.COLOR_YUV2RGB_UYVY, "yuyv": cv2.COLOR_YUV2RGB_YUYV}
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _DEPTH_HEADER_BYTES = 12  # compressed_depth_image_transport's ConfigHeader: int32 format, float32[2]
 
 
@@ -72,11 +93,12 @@ def _byte_buffer(data: bytes | bytearray | memoryview | np.ndarray) -> memoryvie
 
 
 def _check_fields(height: int, width: int, encoding: str, step: int, nbytes: int) -> tuple[int, str, str]:
-    if encoding not in _ENCODINGS:
-        raise ImageDecodeError(f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+    if not isinstance(encoding, str) or encoding not in _ENCODINGS:
+        raise ImageDecodeError(f"unsupported image encoding {_quote(encoding)}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
     channels, dtype, layout = _ENCODINGS[encoding]
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f"image height and width must be positive, got height={height}, width={width}")
+    _check_pixels(f"{encoding} image", width, height)
     if layout in _YUV_TO_RGB and width % 2:
         raise ImageDecodeError(f"{encoding} packs pixel pairs, so width must be even, got width={width}")
     row_bytes = width * channels * np.dtype(dtype).itemsize
@@ -93,7 +115,11 @@ def image_from_fields(height: int, width: int, encoding: str, is_bigendian: int 
     """``sensor_msgs/Image`` fields as an array: HxWx3 uint8 RGB for colour encodings, HxW
     uint8 / uint16 / float32 for mono8 / mono16 and 16UC1 / 32FC1. Bytes past
     ``step * height`` are ignored. Raises ImageDecodeError for anything inconsistent."""
-    height, width, step = int(height), int(width), int(step)
+    try:
+        height, width, step = int(height), int(width), int(step)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ImageDecodeError(f"image height, width and step must be integers, got height={_quote(height)}, "
+                               f"width={_quote(width)}, step={_quote(step)}") from e
     buf = _byte_buffer(data)
     channels, dtype, layout = _check_fields(height, width, encoding, step, buf.nbytes)
     stored = np.dtype(dtype).newbyteorder(">" if is_bigendian else "<")
@@ -102,7 +128,10 @@ def image_from_fields(height: int, width: int, encoding: str, is_bigendian: int 
     pixels = np.ndarray(shape=(height, width, channels), dtype=stored, buffer=buf,
                         strides=(step, channels * itemsize, itemsize))
     if layout in _YUV_TO_RGB:
-        return cv2.cvtColor(np.ascontiguousarray(pixels), _YUV_TO_RGB[layout])
+        try:
+            return cv2.cvtColor(np.ascontiguousarray(pixels), _YUV_TO_RGB[layout])
+        except cv2.error as e:
+            raise ImageDecodeError(f"OpenCV cannot convert a {width}x{height} {encoding} image to RGB") from e
     if layout != "mono":
         return pixels[:, :, _TO_RGB[layout]]
     if not stored.isnative:
@@ -142,29 +171,58 @@ def _bgr_to_rgb(img: np.ndarray) -> np.ndarray:
     return img
 
 
+def _checked_decode(data: bytes, what: str, flags: int) -> np.ndarray | None:
+    """``cv2.imdecode`` once the header's size is within the cap; None where OpenCV fails."""
+    try:
+        found = encoded_size(data)
+    except HeaderError as e:
+        raise ImageDecodeError(f"{what}: {len(data)} bytes with a broken header ({e})") from e
+    if found is None:
+        raise ImageDecodeError(f"{what}: cannot decode {len(data)} bytes as an image: not in an accepted format "
+                               f"({', '.join(HEADER_FORMATS)}); starts {_quote(data[:16])}")
+    fmt, width, height = found
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"{what}: {fmt} header claims an empty {width}x{height} image")
+    _check_pixels(f"{what} ({fmt})", width, height)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as e:  # OpenCV's own size and consistency assertions
+        raise ImageDecodeError(f"{what}: OpenCV refuses the {len(data)}-byte {fmt} ({width}x{height} in its header): "
+                               f"{_quote(str(e).strip().splitlines()[-1] if str(e).strip() else e, 160)}") from e
+    # Guard against a decoder that sizes its output from something other than the parsed header.
+    if img is not None and img.shape[0] * img.shape[1] > MAX_PIXELS:
+        raise ImageDecodeError(f"{what}: {fmt} decoded to {img.shape[1]}x{img.shape[0]}, above the pixel cap")
+    return img
+
+
 def decode_image_bytes(data: bytes, what: str) -> np.ndarray:
     """An encoded image file (jpeg, png, bmp, ...) as RGB (HxWx3) or mono (HxW) of its own
-    depth. ``what`` names the source in errors (a path, a topic)."""
+    depth. ``what`` names the source in errors (a path, a topic). Raises ImageDecodeError for
+    anything unreadable, of an unaccepted format, or claiming more than ``MAX_PIXELS``."""
     if not data:
         raise ImageDecodeError(f"{what}: no image data (0 bytes)")
     # ANYCOLOR|ANYDEPTH keeps mono and 16-bit as they are and still applies EXIF orientation.
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+    img = _checked_decode(bytes(data), what, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     if img is None:
-        raise ImageDecodeError(f"{what}: cannot decode {len(data)} bytes as an image (truncated or unknown format)")
-    return _bgr_to_rgb(img)
+        raise ImageDecodeError(f"{what}: cannot decode {len(data)} bytes as an image (truncated or corrupt)")
+    try:
+        return _bgr_to_rgb(img)
+    except cv2.error as e:
+        raise ImageDecodeError(f"{what}: OpenCV cannot convert the decoded {img.shape} {img.dtype.name} image to RGB") from e
 
 
 def _decode_compressed_depth(format: str, data: bytes) -> np.ndarray:
+    shown = _quote(format, 60)
     payload = data[_DEPTH_HEADER_BYTES:]
     if not payload.startswith(PNG_SIGNATURE):
         if not data.startswith(PNG_SIGNATURE):  # very old publishers sent the png without header
             raise ImageDecodeError(
-                f"compressed depth image ({format!r}, {len(data)} bytes) holds no png after its "
+                f"compressed depth image ({shown}, {len(data)} bytes) holds no png after its "
                 f"{_DEPTH_HEADER_BYTES}-byte header (only png compressedDepth is supported, not rvl)")
         payload = data
-    depth = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED)
+    depth = _checked_decode(payload, f"compressed depth image ({shown})", cv2.IMREAD_UNCHANGED)
     if depth is None or depth.dtype != np.uint16 or depth.ndim != 2:
-        raise ImageDecodeError(f"compressed depth image ({format!r}, {len(data)} bytes) is not a readable 16-bit mono png")
+        raise ImageDecodeError(f"compressed depth image ({shown}, {len(data)} bytes) is not a readable 16-bit mono png")
     if format.split(";")[0].strip() != "32FC1":
         return depth
     # 32FC1 is sent as quantized inverse depth: depth = a / (q - b), with q == 0 meaning no return.
@@ -177,16 +235,19 @@ def _decode_compressed_depth(format: str, data: bytes) -> np.ndarray:
 def compressed_from_fields(format: str, data: bytes | bytearray | memoryview) -> np.ndarray:
     """``sensor_msgs/CompressedImage`` fields as an array: RGB or mono for jpeg/png ("jpeg",
     "rgb8; jpeg compressed bgr8", ...), uint16 or float32 metres for "...; compressedDepth"."""
-    data = bytes(data)
+    if not isinstance(format, str):
+        raise ImageDecodeError(f"compressed image format must be a string, got {type(format).__name__}")
+    data = bytes(_byte_buffer(data))
+    shown = _quote(format, 60)
     if not data:
-        raise ImageDecodeError(f"compressed image ({format!r}) has no data (0 bytes)")
+        raise ImageDecodeError(f"compressed image ({shown}) has no data (0 bytes)")
     if "compresseddepth" in format.lower():
         return _decode_compressed_depth(format, data)
     try:
-        return decode_image_bytes(data, f"compressed image ({format!r})")
+        return decode_image_bytes(data, "image")
     except ImageDecodeError as e:
-        raise ImageDecodeError(f"cannot decode {len(data)} bytes of {format!r} compressed image data "
-                               "(truncated, or not an image)") from e
+        reason = str(e).removeprefix("image: ")
+        raise ImageDecodeError(f"cannot decode {len(data)} bytes of {shown} compressed image data: {reason}") from e
 
 
 _COMPRESSED_EXT = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png"}

@@ -233,3 +233,47 @@ def test_sim_time_judges_frame_age(scene):
     errors = [json.loads(m.data).get("error") for m in outputs(published, "answer")]
     assert errors[-1] == "the newest camera frame is 10.00 s old (max_frame_age_s=2); is the camera running?"
     assert M.stamp_seconds(outputs(published, "diagnostics")[-1].header) == 13.0
+
+
+def test_deeply_nested_json_query_is_answered_with_an_error(scene):
+    # json.loads recursed out of on_query (RecursionError) before: the node answered nothing.
+    img, box, text, trace = scene
+    published, clock = [], Clock()
+    core = AgentNodeCore(AgentNodeConfig(accept_scripts=True), lambda t, m: published.append((t, m)), clock)
+    core.activate()
+    try:
+        core.on_image(M.image_msg(img, clock.now, "cam"))
+        core.on_query("[" * 100_000 + "]" * 100_000)
+        core.on_query(json.dumps({"query": "What does the sign say?", "script": trace.read_text()}))
+        deadline = time.monotonic() + 60
+        while len(outputs(published, "answer")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        core.deactivate()
+    first, second = (json.loads(m.data) for m in outputs(published, "answer")[:2])
+    assert first["error"] == "the query is JSON nested too deeply to read (a scripted query is one flat object)"
+    assert len(first["query"]) <= 200
+    assert second["answer"].replace(" ", "") == text.replace(" ", "")  # and the node keeps answering
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe" + "pixelis_agent:\n".encode("utf-16-le"), r"not UTF-8 text \(byte 0xff at offset 0\)"),
+    (b"- pixelis_agent\n- 1\n", r"no 'pixelis_agent: ros__parameters:' mapping \(the file holds a list\)"),
+    (b"pixelis_agent: " + b"[" * 100_000 + b"\n", r"nested too deeply to parse"),
+    (b"pixelis_agent:\n  ros__parameters:\n    max_steps: '" + b"x" * 5000 + b"'\n",
+     r"parameter 'max_steps' must be int, got str 'xxx[x]*\.\.\.$"),
+])
+def test_unreadable_parameter_files_are_config_errors(tmp_path, content, message):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as info:
+        AgentNodeConfig.from_yaml(path)
+    assert len(str(info.value)) < 400
+
+
+def test_trace_that_is_not_utf8_is_a_config_error(tmp_path):
+    trace = tmp_path / "trace.txt"
+    trace.write_bytes("<answer>caf\u00e9</answer>".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"parameter 'trace': cannot read .*trace.txt: not UTF-8 text "
+                                          r"\(byte 0xe9 at offset 11\); save the trace as UTF-8"):
+        AgentNodeCore(AgentNodeConfig(trace=str(trace)), lambda t, m: None).activate()

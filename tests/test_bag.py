@@ -202,3 +202,77 @@ def test_cli_record_from_video_then_run(tmp_path):
     assert result["record"]["topics"]["/pixelis/answer"] == 1
     again = pixelis("bag", "record", "--bag", str(bag), "--video", str(tmp_path / "clip.mp4"), "--json", ok=False)
     assert "already exists" in again["error"]
+
+
+# --- corrupted bags: our error or an error entry, never a traceback (issue #13) ----------------------
+def small_bag(tmp_path: Path, storage: str, n: int = 20) -> tuple[Path, Path]:
+    """A real camera bag of ``n`` random 48x64 frames, and its storage file."""
+    rng = np.random.default_rng(0)
+    bag = tmp_path / storage
+    record_frames(bag, Frames([Frame(rng.integers(0, 255, (48, 64, 3), np.uint8), i / 10) for i in range(n)]),
+                  storage=storage)
+    return bag, next(p for p in bag.iterdir() if p.suffix in (".db3", ".mcap"))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("nanoseconds_since_epoch: 0", "nanoseconds_since_epoch: 'soon'", 1),
+     r"starting_time.nanoseconds_since_epoch must be an integer in 0..2\^63-1, got 'soon'"),
+    (lambda t: t + "extra: " + "[" * 100_000 + "]" * 100_000 + "\n", r"nested too deeply to parse"),
+    (lambda t: t.encode("utf-16"), r"not UTF-8 text \(byte 0xff at offset 0\)"),
+    (lambda t: t.replace("  - sqlite3.db3", "  - ../../../../etc/passwd", 1),
+     r"relative_file_paths\[0\] '../../../../etc/passwd' points outside the bag folder"),
+    (lambda t: t.replace("storage_identifier: sqlite3", "storage_identifier: " + "a" * 5000, 1),
+     r"storage_identifier must be one of sqlite3, mcap, got 'aaaa[a]*\.\.\.$"),
+    (lambda t: t.replace("message_count: 2", "message_count: " + "9" * 5000, 1), r"holds a value YAML cannot convert"),
+    (lambda t: "- rosbag2_bagfile_information\n- 1\n", r"holds no 'rosbag2_bagfile_information' mapping"),
+])
+def test_broken_metadata_is_a_bag_error_naming_the_field(tmp_path, zoom_trace, edit, message):
+    bag, _ = small_bag(tmp_path, "sqlite3", 2)
+    meta = bag / "metadata.yaml"
+    text = edit(meta.read_text())
+    meta.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(BagError, match=message) as info:
+        run_bag(bag, "/camera/image_raw", "q", trace=zoom_trace)
+    assert len(str(info.value)) < 500
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_truncated_storage_is_a_bag_error(tmp_path, zoom_trace, storage):
+    bag, db = small_bag(tmp_path, storage)
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    with pytest.raises(BagError, match=r"cannot open it as a rosbag: AnyReaderError: (Cannot open database|File end magic)"):
+        run_bag(bag, "/camera/image_raw", "q", trace=zoom_trace)
+
+
+def test_sqlite_corrupt_mid_read_replays_what_it_can_and_says_where(tmp_path, zoom_trace):
+    # One b-tree page in the middle overwritten (page 27 of 54 holds frame 8's row in this bag):
+    # apsw.CorruptError escaped the replay before.
+    bag, db = small_bag(tmp_path, "sqlite3")
+    data = bytearray(db.read_bytes())
+    data[26 * 4096:27 * 4096] = b"\xff" * 4096
+    db.write_bytes(bytes(data))
+    result = run_bag(bag, "/camera/image_raw", "q", trace=zoom_trace)
+    read = result["messages"]
+    assert 0 < read < 20 and result["frames"] == read and result["messages_in_bag"] == 20
+    assert result["errors"][-1]["error"] == (f"the bag's storage is corrupt after {read} message(s) on this topic; replay "
+                                             "stopped there (CorruptError: database disk image is malformed)")
+    assert result["episodes"][0]["answer"] == "zoomed"  # the query still ran on the frames read
+
+
+def test_mcap_record_with_a_forged_length_says_why_no_frame_was_read(tmp_path, zoom_trace):
+    import struct
+
+    bag, mcap = small_bag(tmp_path, "mcap")
+    data = bytearray(mcap.read_bytes())
+    # Message records (opcode 5) of one 48x64 rgb8 frame are 9290 bytes long; forge the sixth one's length.
+    records = [i for i in range(len(data) - 9) if data[i] == 5 and struct.unpack_from("<Q", data, i + 1)[0] == 9290]
+    at = records[5]
+    struct.pack_into("<Q", data, at + 1, 2**62)
+    mcap.write_bytes(bytes(data))
+    result = run_bag(bag, "/camera/image_raw", "q", trace=zoom_trace)
+    assert result["messages"] == 0 and result["frames"] == 0
+    [error] = result["errors"]
+    assert error["error"].startswith("the bag's storage is corrupt after 0 message(s) on this topic; replay stopped "
+                                     "there (ReaderError: Truncated record")
+    assert result["episodes"][0]["error"].startswith("no camera frame has been received yet (no message on "
+                                                     "/camera/image_raw could be read: the bag's storage is corrupt")

@@ -259,3 +259,94 @@ def test_to_rgb8_scales_float_depth_ignoring_nan_and_inf():
     assert out.shape == (2, 2, 3) and out.dtype == np.uint8
     assert out[0, 0, 0] == 0 and out[0, 1, 0] == 255 and out[1, 0, 0] == 0 and out[1, 1, 0] == 255
     np.testing.assert_array_equal(to_rgb8(np.full((2, 2), 0x1234, np.uint16))[..., 0], 0x12)
+
+
+# --- decompression bombs and forged headers (issue #13) ------------------------------------------
+
+from pixelis_ros.image_codec import MAX_PIXELS  # noqa: E402
+from pixelis_ros.image_header import encoded_size  # noqa: E402
+
+_EXTS = [".jpg", ".png", ".bmp", ".tiff", ".webp", ".ppm", ".pgm", ".pam", ".pfm", ".hdr", ".ras"]
+
+
+@pytest.mark.parametrize("ext", _EXTS)
+def test_header_size_of_every_accepted_format_matches_the_decoded_size(ext):
+    img = rgb(13, 21)
+    if ext == ".pgm":
+        img = img[:, :, 0].copy()
+    elif ext in (".pfm", ".hdr"):
+        img = img.astype(np.float32) / 255
+    ok, buf = cv2.imencode(ext, img)
+    assert ok
+    data = buf.tobytes()
+    fmt, width, height = encoded_size(data)
+    assert (width, height) == (21, 13), fmt
+    assert decode_image_bytes(data, "x").shape[:2] == (13, 21)
+
+
+def test_truncated_jpeg_claiming_30000_squared_is_refused_before_decoding():
+    # The 629-byte bomb of issue #13: OpenCV fills the missing scans with grey, 2.7 GB of it.
+    data = bytearray(compress(smooth_rgb()))
+    at = data.find(b"\xff\xc0")
+    struct.pack_into(">HH", data, at + 5, 30000, 30000)
+    with pytest.raises(ImageDecodeError, match=r"claims 30000x30000 = 900000000 pixels, more than the 67108864 pixel cap"):
+        compressed_from_fields("jpeg", bytes(data[:629]))
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    import zlib
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def test_png_chunk_with_a_forged_length_is_refused():
+    # A 1x16 png whose IDAT claims 2 GB: OpenCV allocated the claimed length (2.1 GB peak RSS).
+    import zlib
+    idat = zlib.compress(bytes(1000))
+    data = PNG_SIG + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 16, 16, 0, 0, 0, 0)) \
+        + struct.pack(">I", 2**31 - 1) + b"IDAT" + idat
+    with pytest.raises(ImageDecodeError, match=r"chunk b'IDAT' at byte 33 claims 2147483647 bytes"):
+        compressed_from_fields("png", data)
+    with pytest.raises(ImageDecodeError, match=r"forged length"):
+        compressed_from_fields("16UC1; compressedDepth", struct.pack("<iff", 0, 1.0, 0.0) + data)
+
+
+PNG_SIG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_opencv_size_assertion_becomes_our_error():
+    # 2**20 + 1 pixels wide is under our pixel cap but over OpenCV's width limit: cv2.error before.
+    width = 2**20 + 1
+    data = f"P5\n{width} 1\n255\n".encode() + bytes(width)
+    with pytest.raises(ImageDecodeError, match=r"OpenCV refuses the \d+-byte pnm \(1048577x1 in its header\).*WIDTH"):
+        compressed_from_fields("pgm", data)
+
+
+@pytest.mark.parametrize("head, message", [
+    (f"P6\n40000 40000\n255\n".encode() + bytes(16), r"\(pnm\): claims 40000x40000"),
+    (b"GIF89a" + struct.pack("<HHBBB", 65535, 65535, 0, 0, 0) + bytes(16), r"\(gif\): claims 65535x65535"),
+    (b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 30000 +X 30000\n" + bytes(16), r"\(hdr\): claims 30000x30000"),
+    (b"BM" + bytes(16) + struct.pack("<ii", 30000, -30000) + bytes(30), r"\(bmp\): claims 30000x30000"),
+    (b"\xff\x4f\xff\x51" + bytes(60), r"not in an accepted format"),  # JPEG 2000: no parser, refused
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF", r"broken header \(jpeg ends before its start-of-frame marker\)"),
+])
+def test_forged_or_unaccepted_headers_are_refused(head, message):
+    with pytest.raises(ImageDecodeError, match=message):
+        decode_image_bytes(head, "cam")
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(height=2**31, width=2**31, encoding="rgb8", step=3 * 2**31), r"pixel cap"),
+    (dict(height=1, width=1, encoding=["rgb8"], step=3), r"unsupported image encoding \['rgb8'\]"),
+    (dict(height=1, width=1, encoding="rgb8" * 100, step=3), r"'rgb8rgb8.*\.\.\.; supported"),
+    (dict(height="tall", width=1, encoding="rgb8", step=3), r"must be integers, got height='tall'"),
+    (dict(height=2, width=2, encoding="rgb8", step=2**40), r"needs 2199023255552 bytes"),
+])
+def test_raw_fields_that_lie_are_refused(fields, message):
+    with pytest.raises(ImageDecodeError, match=message):
+        image_from_fields(is_bigendian=0, data=bytes(64), **fields)
+
+
+def test_pixel_cap_admits_a_large_real_frame():
+    assert MAX_PIXELS >= 7680 * 4320  # 8K cameras still decode
+    data = compress(np.zeros((4320, 7680), np.uint8), "png")
+    assert decode_image_bytes(data, "8k").shape == (4320, 7680)

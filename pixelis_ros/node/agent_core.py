@@ -37,6 +37,7 @@ from pixelis_ros.node.config import AgentNodeConfig, ConfigError
 from pixelis_ros.policy.scripted import ScriptedPolicy
 from pixelis_ros.render import render_episode
 from pixelis_ros.tools import ToolError, Toolbox, ToolboxConfig
+from pixelis_ros.trace_file import TraceFileError, read_trace
 
 Publish = Callable[[str, object], None]
 TOPICS = {"answer": "std_msgs/msg/String", "detections": "vision_msgs/msg/Detection2DArray",
@@ -67,19 +68,30 @@ def build_policy(config: AgentNodeConfig):
     that bring their own script are served (``accept_scripts`` and no model)."""
     if config.trace:
         try:
-            return ScriptedPolicy(Path(config.trace).read_text())
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"parameter 'trace': cannot read {config.trace}: {getattr(e, 'strerror', None) or e}") from None
+            return ScriptedPolicy(read_trace(config.trace))
+        except TraceFileError as e:
+            raise ConfigError(f"parameter 'trace': cannot read {e}") from None
     if config.accept_scripts and not config.model:
         return None
     from pixelis_ros.policy.base import PolicyError
     from pixelis_ros.policy.bundled import default_model
     from pixelis_ros.policy.registry import load_policy
 
+    what = f"parameter 'model' ({config.model or 'the bundled model'}, backend {config.backend})"
     try:
         return load_policy(config.backend, config.model or default_model(config.backend))
     except (PolicyError, OSError, ImportError) as e:
-        raise ConfigError(f"parameter 'model' ({config.model or 'the bundled model'}, backend {config.backend}): {e}") from None
+        raise ConfigError(f"{what}: {_bounded(str(e), 600)}") from None
+    except Exception as e:  # noqa: BLE001 -- transformers/tokenizers/ORT on a folder the checks let through
+        # The folder checks catch the known ways a folder breaks; whatever else a library raises
+        # while loading must still stop start-up with our error, not a traceback.
+        raise ConfigError(f"{what}: the backend could not load it ({type(e).__name__}: {_bounded(str(e), 300)}); "
+                          "check the folder against the checkpoint it came from") from None
+
+
+def _bounded(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class AgentNodeCore:
@@ -222,6 +234,8 @@ class AgentNodeCore:
             data = json.loads(text)
         except (TypeError, ValueError):
             return text, None, None
+        except RecursionError:  # json nests by recursion: a 100,000-deep query would end the callback
+            return str(text), None, "the query is JSON nested too deeply to read (a scripted query is one flat object)"
         if not isinstance(data, dict) or not isinstance(data.get("query"), str) or not isinstance(data.get("script"), str):
             return str(text), None, 'a scripted query must be {"query": str, "script": str}'
         return data["query"], data["script"], None

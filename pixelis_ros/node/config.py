@@ -14,7 +14,7 @@ import inspect
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import yaml
+from pixelis_ros.yaml_input import YamlInputError, read_yaml
 
 
 class ConfigError(ValueError):
@@ -26,7 +26,9 @@ def _coerce(name: str, default, value):
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)  # YAML writes 2.0 as 2 often enough
     if type(value) is not expected:
-        raise ConfigError(f"parameter '{name}' must be {expected.__name__}, got {type(value).__name__} {value!r}")
+        shown = repr(value)
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        raise ConfigError(f"parameter '{name}' must be {expected.__name__}, got {type(value).__name__} {shown}")
     return value
 
 
@@ -38,9 +40,10 @@ class NodeParameters:
     @classmethod
     def from_parameters(cls, params: dict) -> "NodeParameters":
         known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(params) - set(known))
+        unknown = sorted(map(str, set(params) - set(known)))
         if unknown:
-            raise ConfigError(f"unknown {cls.NODE} parameter(s) {unknown}; known: {sorted(known)}")
+            shown = str(unknown[:10])[:200] + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            raise ConfigError(f"unknown {cls.NODE} parameter(s) {shown}; known: {sorted(known)}")
         config = cls(**{name: _coerce(name, known[name].default, value) for name, value in params.items()})
         config.check()
         return config
@@ -48,13 +51,15 @@ class NodeParameters:
     @classmethod
     def from_yaml(cls, path: str | Path, node: str | None = None) -> "NodeParameters":
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read parameters from {path}: {e}") from None
+            data = read_yaml(path)
+        except YamlInputError as e:
+            raise ConfigError(f"cannot read parameters from {e}") from None
         node = node or cls.NODE
-        params = data.get(node, {}).get("ros__parameters") if isinstance(data.get(node), dict) else None
+        section = data.get(node) if isinstance(data, dict) else None
+        params = section.get("ros__parameters") if isinstance(section, dict) else None
         if not isinstance(params, dict):
-            raise ConfigError(f"{path}: no '{node}: ros__parameters:' mapping")
+            raise ConfigError(f"{path}: no '{node}: ros__parameters:' mapping (the file holds "
+                              f"{'a mapping without it' if isinstance(data, dict) else 'a ' + type(data).__name__})")
         return cls.from_parameters(params)
 
     def check(self) -> None:

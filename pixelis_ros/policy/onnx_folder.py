@@ -9,10 +9,10 @@ Every failure names the file and the fix (re-export).
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from pixelis_ros.policy.base import PolicyError
+from pixelis_ros.policy.weights_check import WeightsError, check_links, inside, read_json_file
 
 MANIFEST = "manifest.json"
 FORMAT = "pixelis-onnx/1"
@@ -36,19 +36,45 @@ def read_manifest(folder: str | Path) -> dict:
     if not path.is_file():
         raise OnnxFolderError(f"{path} is missing: {folder} is not a pixelis ONNX export; {_fix(folder)}")
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise OnnxFolderError(f"{path} is not valid JSON ({e}); {_fix(folder)}") from None
+        manifest = read_json_file(path, _fix(folder))
+    except WeightsError as e:
+        raise OnnxFolderError(str(e)) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise OnnxFolderError(f"{path}: format {manifest.get('format') if isinstance(manifest, dict) else None!r} "
                               f"is not {FORMAT!r}; {_fix(folder)}")
     return manifest
 
 
+def _check_paths(folder: Path, manifest: dict) -> None:
+    """Every file the manifest names is inside the folder, and no entry links out of it."""
+    check_links(folder, _fix(folder))
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise WeightsError(f"{folder / MANIFEST} has no 'files' object; {_fix(folder)}")
+    for role in ROLES:
+        entry = files.get(role)
+        if entry is None:
+            continue
+        if not isinstance(entry, dict) or type(entry.get("bytes")) is not int or not isinstance(entry.get("external_data", []), list):
+            raise WeightsError(f"{folder / MANIFEST}: the {role} entry is malformed; {_fix(folder)}")
+        inside(folder, entry.get("path"), f"{folder / MANIFEST} ({role})", _fix(folder))
+        for data in entry.get("external_data", []):
+            inside(folder, data, f"{folder / MANIFEST} ({role} external data)", _fix(folder))
+    lora = manifest.get("lora") or {}
+    if not isinstance(lora, dict):
+        raise WeightsError(f"{folder / MANIFEST}: 'lora' must be an object; {_fix(folder)}")
+    if lora.get("mode") == "adapters":
+        inside(folder, lora.get("adapter_file"), f"{folder / MANIFEST} (lora adapter)", _fix(folder))
+
+
 def check_onnx_folder(folder: str | Path) -> dict:
     """The manifest of a complete, self-consistent ONNX folder (files present, sizes and config digest match)."""
     folder = Path(folder)
     manifest = read_manifest(folder)
+    try:
+        _check_paths(folder, manifest)
+    except WeightsError as e:
+        raise OnnxFolderError(str(e)) from None
     for name in REQUIRED_SIDE_FILES:
         if not (folder / name).is_file():
             raise OnnxFolderError(f"{folder / name} is missing (the runtime's tokenizer/processor/config come from the "
