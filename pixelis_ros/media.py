@@ -12,56 +12,21 @@ from __future__ import annotations
 import math
 import os
 import re
-import struct
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .frames import Frame, Frames
-from .image_codec import PNG_SIGNATURE, ImageDecodeError, decode_image_bytes, to_rgb8
+from .image_codec import ImageDecodeError, decode_image_bytes, to_rgb8
+from .image_header import HeaderError, encoded_size
 
 PathLike = str | os.PathLike
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 DEFAULT_MAX_PIXELS = 8192 * 8192
 
-# JPEG start-of-frame markers (C4, C8, CC are DHT, JPG and DAC, not frames).
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
 class MediaError(ValueError):
     """A media file or folder that cannot be loaded, with the path and the reason."""
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    i = 2
-    while i + 9 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            i += 1
-        elif marker in _JPEG_SOF:
-            height, width = struct.unpack_from(">HH", data, i + 5)
-            return width, height
-        elif 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
-            i += 2
-        else:
-            i += 2 + struct.unpack_from(">H", data, i + 2)[0]
-    return None
-
-
-def image_size_from_header(data: bytes) -> tuple[int, int] | None:
-    """(width, height) read from a png, jpeg or bmp header; None for other or broken headers.
-    Lets a loader refuse a decompression bomb before decoding it."""
-    if data.startswith(PNG_SIGNATURE) and len(data) >= 24 and data[12:16] == b"IHDR":
-        return struct.unpack_from(">II", data, 16)
-    if data.startswith(b"\xff\xd8"):
-        return _jpeg_size(data)
-    if data.startswith(b"BM") and len(data) >= 26:
-        width, height = struct.unpack_from("<ii", data, 18)
-        return abs(width), abs(height)  # negative height marks a top-down bitmap
-    return None
 
 
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
@@ -85,9 +50,12 @@ def load_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
     """An image file as HxWx3 RGB uint8 (mono and 16-bit files are converted)."""
     path = Path(path)
     data = _read_file(path)
-    size = image_size_from_header(data)
-    if size is not None:
-        _check_pixels(path, size[0], size[1], max_pixels)
+    try:
+        found = encoded_size(data)  # refuse a decompression bomb before decoding it
+    except HeaderError as e:
+        raise MediaError(f"{path}: {e}") from None
+    if found is not None:
+        _check_pixels(path, found[1], found[2], max_pixels)
     try:
         img = decode_image_bytes(data, str(path))
     except ImageDecodeError as e:

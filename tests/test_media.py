@@ -11,7 +11,7 @@ import pytest
 
 from pixelis_ros.frames import Frames
 from pixelis_ros.media import (
-    MediaError, _read_frames, frames_from_image, image_size_from_header, load_frame_dir,
+    MediaError, _read_frames, frames_from_image, load_frame_dir,
     load_frames, load_image, load_video,
 )
 
@@ -89,14 +89,6 @@ def test_decompression_bomb_is_refused_from_its_header(tmp_path):
     (tmp_path / "bomb.png").write_bytes(header + bytes(64))
     with pytest.raises(MediaError, match=r"100000x100000 = 10000000000 pixels"):
         load_image(tmp_path / "bomb.png")
-
-
-@pytest.mark.parametrize("name", ["a.png", "a.jpg", "a.bmp"])
-def test_image_size_from_header(tmp_path, name):
-    data = write_rgb(tmp_path / name, solid((9, 9, 9), h=30, w=41)).read_bytes()
-    assert tuple(image_size_from_header(data)) == (41, 30)
-    assert image_size_from_header(data[:3]) is None
-    assert image_size_from_header(b"GIF89a....") is None
 
 
 def test_frames_from_image(tmp_path):
