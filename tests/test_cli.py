@@ -96,3 +96,35 @@ def test_demo_and_bench_commands_run(tmp_path):
     assert demo["correct"] and Path(demo["out"], "annotated.png").is_file() and Path(demo["out"], "trace.json").is_file()
     bench = pixelis("bench", "tools", "--repeats", "1", "--json")
     assert set(bench["goal_ms"]) <= set(bench["median_ms"]) and all(v > 0 for v in bench["median_ms"].values())
+
+
+def test_tool_flags_follow_the_tools_args_dataclasses(capsys):
+    import dataclasses
+
+    from pixelis_ros.cli import build_parser
+    from pixelis_ros.cli.tools import TOOL_HELP, tool_call
+    from pixelis_ros.tools import TOOLS
+
+    parser = build_parser()
+    for name in TOOL_HELP:
+        with pytest.raises(SystemExit):
+            parser.parse_args(["tools", name, "--help"])
+        shown = "".join(capsys.readouterr().out.split())  # argparse wraps lines: compare without whitespace
+        for f in dataclasses.fields(TOOLS[name].Args):
+            assert "".join(f.metadata["doc"].split()) in shown, (name, f.name)
+    # A Literal field's values are the flag's choices; a tuple field is comma-separated numbers.
+    with pytest.raises(SystemExit):
+        parser.parse_args(["tools", "temporal", "--predicate", "sparkle"])
+    args = parser.parse_args(["tools", "segment", "--image", "x.png", "--point", "3,4", "--frame", "2s"])
+    assert tool_call(args) == ("segment", {"image": "frame:2s", "point_2d": [3.0, 4.0]})
+
+
+def test_bench_fuzz_command_reports_the_fuzz_summary():
+    summary = pixelis("bench", "fuzz", "--cases", "40", "--targets", "agent,image", "--json")
+    assert {"cases", "ok", "errors", "internal_errors", "hangs", "unbounded_messages", "over_memory", "peak_rss_mb",
+            "targets", "failure_classes", "first_failures"} <= set(summary)
+    assert summary["cases"] == 40 and set(summary["targets"]) == {"agent", "image"}
+    assert summary["internal_errors"] == summary["hangs"] == summary["unbounded_messages"] == summary["over_memory"] == 0
+    proc = subprocess.run([sys.executable, "-m", "pixelis_ros.cli", "bench", "fuzz", "--targets", "agent,nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "agent,nope" in proc.stderr

@@ -123,7 +123,7 @@ def test_colcon_build_installs_runnable_package(mode: str, workspace: Path, tmp_
     if mode == "copy":
         # Real files copied into install/: the source tree is not used at run time.
         assert imported == site / PACKAGE / "__init__.py", _show(proc)
-        assert not (site / PACKAGE).is_symlink() and not (site / PACKAGE / "cli.py").is_symlink()
+        assert not (site / PACKAGE).is_symlink() and not (site / PACKAGE / "cli" / "__init__.py").is_symlink()
         assert dist == site, f"metadata found outside install/ (the venv's own install?)\n{_show(proc)}"
         assert any(site.glob(f"{PACKAGE}-0.1.0*.egg-info")), sorted(p.name for p in site.iterdir())
         assert found["PROBE"] == "False", f"a copying install must not see later changes to src\n{_show(proc)}"

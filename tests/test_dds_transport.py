@@ -1,4 +1,4 @@
-"""The ROS 2 wire over Cyclone DDS (``pixelis_ros.ros.dds``), on loopback only.
+"""The ROS 2 transport over Cyclone DDS (``pixelis_ros.ros.dds``), on loopback only.
 
 Each test uses its own DDS domain (derived from the pid) and ``localhost_config()``, so runs in
 parallel neither see each other nor the network. Waits are bounded by timeouts; no test asserts
@@ -24,7 +24,7 @@ import pytest
 cyclonedds = pytest.importorskip("cyclonedds", reason="the cyclonedds binding (extra 'dds') is not installed")
 
 from pixelis_ros import messages  # noqa: E402
-from pixelis_ros.ros import dds  # noqa: E402
+from pixelis_ros.ros import dds, dds_types  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "sensor_msgs/msg/Image"
@@ -69,19 +69,7 @@ def frame(i: int, shape=(480, 640, 3)) -> np.ndarray:
 KEEP_ALL = dds.DEFAULT.replace(history="keep_all")
 
 
-# --- names, QoS, framing (no DDS traffic) ------------------------------------------------------
-
-
-def test_ros2_names_on_the_wire():
-    assert dds.dds_topic_name("/image") == "rt/image"
-    assert dds.dds_topic_name("image") == "rt/image"
-    assert dds.dds_topic_name("/robot1/camera/image_raw") == "rt/robot1/camera/image_raw"
-    for bad in ("", "/", "/a//b", "/a/", "~/x"):
-        with pytest.raises(ValueError):
-            dds.dds_topic_name(bad)
-    assert dds.dds_type_name(IMAGE) == "sensor_msgs::msg::dds_::Image_"
-    assert dds.dds_type_name("std_msgs/String") == "std_msgs::msg::dds_::String_"
-    assert dds.dds_type_name("vision_msgs/msg/Detection2DArray") == "vision_msgs::msg::dds_::Detection2DArray_"
+# --- QoS (no DDS traffic; names, framing and types are tests/test_dds_types.py) -----------------
 
 
 def test_qos_presets_follow_ros():
@@ -97,48 +85,6 @@ def test_qos_presets_follow_ros():
         dds.QosProfile(depth=0)
     with pytest.raises(ValueError):
         dds.QosProfile(durability="persistent")
-
-
-def test_padding_is_announced_and_removed():
-    for text in ("", "a", "ab", "abc", "abcd", "hello"):
-        cdr = messages.serialize(messages.string_msg(text))
-        wire = dds.pad_payload(cdr)
-        assert len(wire) % 4 == 0 and wire[:2] == b"\x00\x01" and wire[3] == len(wire) - len(cdr)
-        assert dds.unpad_payload(wire) == cdr
-
-
-def test_publish_payload_is_rosbags_cdr_for_every_kind_of_message():
-    """``publish`` serializes into a reused buffer: its bytes must still be exactly rosbags' CDR
-    (rosbags relies on a zeroed buffer for string terminators and alignment gaps)."""
-    msgs = [messages.string_msg("hello"), messages.string_msg("abcd"), messages.string_msg(""),
-            messages.image_msg(frame(2, (5, 7, 3)), 1.5, "cam"), messages.image_msg(frame(3, (5, 7, 3)), 2.5, "camera"),
-            messages.image_msg(frame(4), 3.5, "cam"), messages.image_msg(frame(5), 4.5, "cam"),
-            messages.detections_msg([("sign", (1, 2, 30, 40), 0.9), ("cup", (5, 6, 7, 8), 0.25)], 3.0, "cam"),
-            messages.detections_msg([("a", (1, 2, 3, 4), 0.5)], 3.0, "c"),
-            messages.point_msg(1.0, 2.0, 3.0, 4.0, "map"),
-            messages.diagnostics_msg("pixelis", 1, "slow", {"fps": 3.5, "queue": 2}, 5.0),
-            messages.answer_msg({"answer": "red", "trace": ["zoom", "ocr"]})]
-    buffer = None
-    for msg in msgs:
-        buffer = dds._serialize_padded(msg, msg.__msgtype__, buffer)
-        assert bytes(buffer) == dds.pad_payload(messages.serialize(msg)), msg.__msgtype__
-        assert dds.unpad_payload(bytes(buffer)) == messages.serialize(msg)
-
-
-def test_dds_type_is_the_faithful_ros_layout():
-    from cyclonedds.idl import IdlStruct
-
-    cls = dds.dds_type(IMAGE)
-    assert cls.__idl_typename__ == "sensor_msgs::msg::dds_::Image_"
-    assert cls.__base__ is IdlStruct  # no extra IDL base struct in the XTypes description
-    assert list(cls.__annotations__) == ["header", "height", "width", "encoding", "is_bigendian", "step", "data"]
-    header = cls.__annotations__["header"]
-    assert header.__idl_typename__ == "std_msgs::msg::dds_::Header_"
-    assert dds.dds_type(IMAGE) is cls  # cached: one class per type
-    detections = dds.dds_type("vision_msgs/msg/Detection2DArray")
-    assert detections.__idl_typename__ == "vision_msgs::msg::dds_::Detection2DArray_"
-    with pytest.raises(dds.DdsError):
-        dds.dds_type("no_such_pkg/msg/Nothing")
 
 
 # --- one process ------------------------------------------------------------------------------
@@ -235,7 +181,7 @@ def test_latched_reaches_a_late_subscriber(transport):
 
 def test_one_type_per_topic(transport):
     transport.publisher("/chatter", STRING)
-    with pytest.raises(dds.DdsError):
+    with pytest.raises(dds_types.DdsError):
         transport.publisher("/chatter", IMAGE)
     with pytest.raises(TypeError):
         transport.publisher("/other", STRING).publish(messages.image_msg(frame(0, (4, 4, 3)), 0.0))
@@ -251,12 +197,12 @@ def test_bad_input_is_reported_and_the_subscription_goes_on(transport, caplog):
     assert pub.wait_for_subscribers(2, timeout=5)
 
     # A message rosbags cannot serialize: the publisher raises, nothing is sent, it stays usable.
-    with pytest.raises(dds.CdrError):
+    with pytest.raises(dds_types.CdrError):
         pub.publish(messages.msg_type(STRING)(data=12345))
     # Bytes Cyclone's validation refuses (a string length running past the end; a BE header).
-    with pytest.raises(dds.CdrError):
+    with pytest.raises(dds_types.CdrError):
         pub.publish_raw(b"\x00\x01\x00\x00\xff\x00\x00\x00abc\x00")
-    with pytest.raises(dds.CdrError):
+    with pytest.raises(dds_types.CdrError):
         pub.publish_raw(b"\x00\x00\x00\x00\x00\x00\x00\x01a\x00")
     # Valid CDR that is not a valid ROS string (not UTF-8): reaches the subscriber, whose
     # deserialization fails -> on_error, counted; the raw subscriber gets the bytes as they are.
@@ -266,7 +212,7 @@ def test_bad_input_is_reported_and_the_subscription_goes_on(transport, caplog):
 
     assert [m.data for m in inbox.wait(1)] == ["after the garbage"]
     assert raw_inbox.wait(2) == [not_utf8, messages.serialize(messages.string_msg("after the garbage"))]
-    assert len(errors) == 1 and isinstance(errors[0][0], dds.CdrError) and errors[0][1] == not_utf8
+    assert len(errors) == 1 and isinstance(errors[0][0], dds_types.CdrError) and errors[0][1] == not_utf8
     assert (sub.received, sub.errors) == (1, 1) and sub.last_error is errors[0][0]
 
     # A callback that raises: logged (no on_error given) and counted; the next message arrives.
@@ -305,18 +251,21 @@ def test_two_transports_share_a_domain_in_one_process(domain_id):
 
 def test_closed_subscription_stops_and_transport_closes_twice(domain_id):
     t = dds.DdsTransport(domain_id, config=dds.localhost_config())
-    inbox = Inbox()
+    inbox, control = Inbox(), Inbox()
+    # The closed subscription is made first, so the dispatcher would serve it before the control.
     sub = t.subscribe("/chatter", STRING, inbox, KEEP_ALL)
+    t.subscribe("/chatter", STRING, control, KEEP_ALL)  # stays open: proves "two" was delivered
     pub = t.publisher("/chatter", STRING, KEEP_ALL)
+    assert pub.wait_for_subscribers(2, timeout=5)
     pub.publish(messages.string_msg("one"))
     assert [m.data for m in inbox.wait(1)] == ["one"]
     sub.close()
     pub.publish(messages.string_msg("two"))
-    time.sleep(0.2)
-    assert [m.data for m in inbox.items] == ["one"]
+    assert [m.data for m in control.wait(2)] == ["one", "two"], "the open subscription got nothing"
+    assert [m.data for m in inbox.items] == ["one"] and sub.received == 1
     t.close()
     t.close()
-    with pytest.raises(dds.DdsError):
+    with pytest.raises(dds_types.DdsError):
         t.publisher("/x", STRING)
 
 

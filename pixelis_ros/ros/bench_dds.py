@@ -1,4 +1,4 @@
-"""Benchmark of the ROS 2 DDS wire (``dds.py``): 640x480 rgb8 Images across processes.
+"""Benchmark of the ROS 2 DDS wire (``dds.py``, ``dds_types.py``): 640x480 rgb8 Images across processes.
 
 A child process publishes ``n`` Images as fast as it can with reliable keep-all QoS over
 loopback (``localhost_config``); this process subscribes raw, and deserializes each payload
@@ -49,6 +49,7 @@ def publish_child(domain_id: int, n: int, wait_s: float = 10.0) -> None:
     """The publishing side (run in a child process): prints one JSON line with its timings."""
     from pixelis_ros import messages
     from pixelis_ros.ros import dds
+    from pixelis_ros.ros.dds_types import serialize_padded
 
     frames = _frames()
     with dds.DdsTransport(domain_id, config=dds.localhost_config()) as transport:
@@ -62,7 +63,7 @@ def publish_child(domain_id: int, n: int, wait_s: float = 10.0) -> None:
         buffer, ser = None, []
         for _ in range(50):
             t0 = time.perf_counter()
-            buffer = dds._serialize_padded(msg, TYPE, buffer)
+            buffer = serialize_padded(msg, TYPE, buffer)
             ser.append(time.perf_counter() - t0)
         publish = []
         t_start = time.perf_counter()

@@ -1,70 +1,29 @@
-"""ROS 2 topics over Cyclone DDS, without rclpy: the wire protocol of rmw_cyclonedds (DESIGN §4.8).
+"""ROS 2 topics over Cyclone DDS, without rclpy: the transport of rmw_cyclonedds' wire (DESIGN §4.8).
 
-A ROS 2 topic ``/ns/name`` of type ``pkg/msg/Type`` is, on the DDS wire, the DDS topic
-``rt/ns/name`` whose type is named ``pkg::msg::dds_::Type_`` and whose samples are plain CDR
-(XCDR1, little endian: encapsulation ``00 01``). rmw_cyclonedds matches endpoints on that type
-name (it announces no XTypes type information), so a Python process that uses the same names and
-the same bytes is, to every ROS 2 node on the domain, just another node. The CDR comes from
-``rosbags`` through :mod:`pixelis_ros.messages`, the one typestore the project uses.
+Why a module of its own: this is *how* samples travel: QoS, domains, participants, publishers,
+subscriptions and the dispatcher thread. *What* travels (the ``rt/...`` topic and
+``pkg::msg::dds_::Type_`` type names, the padded CDR payloads and the Cyclone topic types that
+carry rosbags' bytes) is the type layer, :mod:`pixelis_ros.ros.dds_types`, whose docstring
+explains the choice of wire format. To every ROS 2 node on the domain running rmw_cyclonedds,
+a ``DdsTransport`` is just another node.
 
-How a ROS message reaches the wire (the choice, and why)
---------------------------------------------------------
-The Cyclone DDS Python binding (``cyclonedds==11.0.1``, pinned: see below) takes a class
-derived from ``IdlStruct`` as a topic's type. It uses that class for two separate things:
-
-1. **Type description.** ``Topic`` builds XTypes type information from the class's annotations
-   and its ``typename``; the C layer (``clayer/pysertype.c``) needs it: it compiles it into the
-   CDR-stream description with which it *validates and normalizes every sample*, written or
-   received, and it names the DDS type after it.
-2. **(De)serialization.** ``DataWriter.write(sample)`` checks ``isinstance(sample, topic type)``
-   and sends ``sample.serialize(use_version_2=...)`` (padded with zeros to 4 bytes);
-   ``DataReader.take`` turns each received payload into ``topic type.deserialize(bytes)`` and
-   attaches ``sample_info`` to it. These are ``IdlStruct``'s public methods.
-
-A faithful ``IdlStruct`` serializes ``sequence<uint8>`` element by element in Python: ~30 ms for
-a 640x480 image (DESIGN §6). Swapping one field's (de)serializer inside the binding's machinery
-would be fast but reaches into ``idl/_machinery.py``. We do neither. For each ROS type we
-generate (from rosbags' field definitions) an ``IdlStruct`` subclass whose **annotations are the
-faithful ROS layout**, so the type name, the XTypes description and Cyclone's validation are
-right, and whose ``serialize``/``deserialize`` are replaced so that an *instance only carries a
-CDR payload*: ``serialize`` returns the bytes it was given, ``deserialize`` wraps the bytes it
-receives. (The methods are set on each class, not inherited from a helper base: the binding
-would describe a Python base class to XTypes as an IDL base struct.) The Python machinery never
-runs on a sample; rosbags produces and consumes the bytes. The only binding behaviour this
-relies on is the ``serialize``/``deserialize`` protocol of ``DataWriter.write``/``DataReader.take``
-above; the tests pin it down byte for byte against rosbags' CDR, against the binding's own
-faithful serializer (both directions) and through the ``cyclonedds`` CLI as a foreign peer.
-
-What goes on the wire is exactly ``messages.serialize(msg)``: header ``00 01 00 00`` and
-rosbags' CDR. DDSI wants payloads padded to a multiple of 4 bytes; when rosbags' CDR is not, we
-append the 1-3 zero bytes and record their count in the low two bits of the encapsulation
-options (header ``00 01 00 0p``), which is what Cyclone's C serializer does (XTypes 1.3
-§7.6.3.1.2). Readers that ignore the options (rmw_cyclonedds, rosbags, the Python binding) stop
-at the end of the struct; ours strip the padding, so a raw subscriber gets rosbags' bytes back
-exactly. A 640x480 ``rgb8`` Image with a 6-character frame_id is already aligned (921652 bytes).
-
-Cost. ``publish`` has rosbags serialize straight into a padded payload buffer that the publisher
-reuses while the size stays the same (``_serialize_padded``, through rosbags' public ``Msgdef``
-interface, ~0.03 ms for a 640x480 image), and that buffer's ``ljust`` returns itself, so
-``DataWriter.write`` hands it to Cyclone without a copy; Cyclone copies it once. This matters
-more than the copy suggests: an extra transient ~1 MB buffer per message (``bytes`` of rosbags'
-output) made glibc return and re-fault heap pages, ~400 page faults or ~0.9 ms per image, and
-halved the cross-process frame rate. Receiving, the C layer copies each payload into a Python
-``bytes`` and rosbags deserializes it with ``data`` as a view (~0.05 ms). Figures from
+What goes on the wire is exactly ``messages.serialize(msg)`` (padded to 4 bytes, see
+``dds_types.pad_payload``). ``publish`` has rosbags serialize straight into a padded payload
+buffer that the publisher reuses while the size stays the same (``dds_types.serialize_padded``),
+and that buffer's ``ljust`` returns itself, so ``DataWriter.write`` hands it to Cyclone without
+a copy; Cyclone copies it once. Receiving, the C layer copies each payload into a Python
+``bytes`` and rosbags deserializes it with ``data`` as a view. Figures from
 ``python -m pixelis_ros.ros.bench_dds`` are in its module docstring.
 
-XTypes and real ROS peers
--------------------------
-Our endpoints announce XTypes type information (the binding always does; the C layer cannot
-validate without it). A peer that announces none, as rmw_cyclonedds does, is matched on the type
-name alone, so the name must be exact: ``dds_type_name`` builds it the way rosidl does. Between
-two processes of ours both sides carry the same description and match as assignable. Readers and
-writers ask for the XCDR1 data representation only, which is what ROS 2 speaks; an XCDR2-only
-writer would not match instead of delivering bytes that rosbags cannot read. Cyclone validates
-each sample against the type before it reaches Python (malformed payloads are dropped by the C
-layer, and a malformed ``publish_raw`` is refused), so what a callback can still fail on is what
-CDR does not check: e.g. a string that is not UTF-8, or an exception in user code. Those are
-counted on the subscription, reported to ``on_error`` (or logged) and the subscription goes on.
+Matching and bad input
+----------------------
+Readers and writers ask for the XCDR1 data representation only, which is what ROS 2 speaks; an
+XCDR2-only writer would not match instead of delivering bytes that rosbags cannot read. Cyclone
+validates each sample against the type before it reaches Python (malformed payloads are dropped
+by the C layer, and a malformed ``publish_raw`` is refused), so what a callback can still fail
+on is what CDR does not check: e.g. a string that is not UTF-8, or an exception in user code.
+Those are counted on the subscription, reported to ``on_error`` (or logged) and the
+subscription goes on.
 
 Threads
 -------
@@ -75,36 +34,24 @@ transport, as in a single-threaded rclpy executor. ``publish`` is thread safe; C
 from the calling thread, and the binding keeps the GIL while a reliable write waits for lagging
 readers, hence the bounded ``QosProfile.max_blocking_s``.
 
-Version pin
------------
-``cyclonedds==11.0.1`` is the version the ``serialize``/``deserialize`` protocol was checked
-against (``tests/test_dds_transport.py``); ``CYCLONEDDS_VERSION`` records it and a different
-version logs a warning when a transport opens. The ``dds`` extra in ``setup.py`` should pin
-``cyclonedds==11.0.1`` rather than ``11.*``.
-
 This module imports without ROS and without cyclonedds; the binding is imported when a
-transport (or a DDS type) is first made.
+transport is first made.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import threading
 import time
 from typing import Any, Callable, Literal
 
-import numpy as np
-
 from pixelis_ros import messages
+from pixelis_ros.ros.dds_types import (CdrError, DdsError, PaddedPayload, check_binding_version, dds_topic_name,
+                                       dds_type, dds_type_name, pad_payload, ros_type_name, serialize_padded,
+                                       unpad_payload)
 
 log = logging.getLogger(__name__)
-
-CYCLONEDDS_VERSION = "11.0.1"
-"""The cyclonedds Python binding version whose (de)serialization protocol this module relies on."""
-
-ROS_TOPIC_PREFIX = "rt/"
 
 Reliability = Literal["reliable", "best_effort"]
 Durability = Literal["volatile", "transient_local"]
@@ -113,14 +60,6 @@ History = Literal["keep_last", "keep_all"]
 Callback = Callable[[Any], None]
 RawCallback = Callable[[bytes], None]
 ErrorCallback = Callable[[Exception, bytes], None]
-
-
-class DdsError(RuntimeError):
-    """A DDS operation failed (entity creation, write, a type that cannot be mapped)."""
-
-
-class CdrError(DdsError, ValueError):
-    """A message could not be turned into CDR, or CDR bytes were refused or unreadable."""
 
 
 class DdsTimeoutError(DdsError, TimeoutError):
@@ -205,196 +144,6 @@ DEFAULT = QosProfile(reliability="reliable", depth=10, durability="volatile")
 LATCHED = QosProfile(reliability="reliable", depth=1, durability="transient_local")
 
 
-# ---------------------------------------------------------------------------------------------
-# ROS 2 names on the DDS wire
-
-
-def dds_topic_name(topic: str) -> str:
-    """ROS 2 topic name -> DDS topic name: ``/image`` and ``image`` -> ``rt/image``,
-    ``/ns/image`` -> ``rt/ns/image`` (names without a node namespace resolve against ``/``)."""
-    name = topic[1:] if topic.startswith("/") else topic
-    if not name or name.endswith("/") or "//" in name or "~" in name or any(c.isspace() for c in name):
-        raise ValueError(f"not a valid absolute ROS 2 topic name: {topic!r}")
-    return ROS_TOPIC_PREFIX + name
-
-
-def ros_type_name(type_name: str) -> str:
-    """Normalize ``pkg/Type`` or ``pkg/msg/Type`` to rosbags' ``pkg/msg/Type``."""
-    parts = type_name.split("/")
-    if len(parts) == 2:
-        parts = [parts[0], "msg", parts[1]]
-    if len(parts) != 3 or not all(parts):
-        raise ValueError(f"not a ROS 2 message type name: {type_name!r} (want pkg/msg/Type)")
-    return "/".join(parts)
-
-
-def dds_type_name(type_name: str) -> str:
-    """``sensor_msgs/msg/Image`` -> ``sensor_msgs::msg::dds_::Image_`` (rosidl's DDS name)."""
-    pkg, kind, name = ros_type_name(type_name).split("/")
-    return f"{pkg}::{kind}::dds_::{name}_"
-
-
-# ---------------------------------------------------------------------------------------------
-# CDR payload framing
-
-
-def pad_payload(cdr: bytes) -> bytes:
-    """Pad CDR to a multiple of 4 bytes, recording the count in the encapsulation options."""
-    pad = -len(cdr) % 4
-    if not pad:
-        return cdr
-    return b"".join((cdr[:3], bytes((cdr[3] | pad,)), cdr[4:], b"\0" * pad))
-
-
-def unpad_payload(data: bytes) -> bytes:
-    """Inverse of ``pad_payload``: drop the padding the options announce and clear them."""
-    if len(data) < 4:
-        return data
-    pad = data[3] & 3
-    if not pad or len(data) < 4 + pad:
-        return data
-    return b"".join((data[:3], bytes((data[3] & ~3,)), data[4:len(data) - pad]))
-
-
-class _Payload(bytearray):
-    """A padded CDR payload on its way into ``DataWriter.write``, which pads what ``serialize``
-    returns with ``ljust``: this one is padded already, so ``ljust`` hands it over as it is
-    instead of copying ~1 MB (a copy of that size costs more in page faults than in bytes)."""
-
-    def ljust(self, width, fillchar=b"\0"):  # noqa: D102
-        return self if width <= len(self) else bytearray(self).ljust(width, fillchar)
-
-
-def _serialize_padded(msg: Any, type_name: str, reuse: _Payload | None = None) -> _Payload:
-    """``pad_payload(messages.serialize(msg))`` (little endian) without an intermediate copy:
-    rosbags serializes into the payload buffer through its ``Msgdef`` interface, as
-    ``Typestore.serialize_cdr`` does into a buffer of its own. ``reuse`` is taken when it has
-    the right size (a camera's frames all do), so a stream allocates nothing per message."""
-    store = messages.typestore()
-    msgdef = store.get_msgdef(type_name)
-    size = 4 + msgdef.getsize_cdr(0, msg, store)
-    pad = -size % 4
-    if reuse is not None and len(reuse) == size + pad:
-        payload = reuse
-        np.frombuffer(payload, np.uint8).fill(0)  # rosbags leaves NULs and alignment gaps unwritten
-    else:
-        payload = _Payload(size + pad)
-    payload[0:4] = bytes((0, 1, 0, pad))  # CDR_LE, options = padding count (XTypes 7.6.3.1.2)
-    end = msgdef.serialize_cdr_le(memoryview(payload)[4:], 0, msg, store)
-    if end + 4 != size:
-        raise CdrError(f"{type_name}: rosbags wrote {end + 4} bytes, announced {size}")
-    return payload
-
-
-# ---------------------------------------------------------------------------------------------
-# DDS types: faithful layout for Cyclone, rosbags bytes on the wire
-
-@functools.lru_cache(maxsize=1)
-def _check_binding_version() -> str:
-    import cyclonedds
-
-    version = getattr(cyclonedds, "__version__", None)
-    if version is None:
-        try:
-            from importlib.metadata import version as dist_version
-            version = dist_version("cyclonedds")
-        except Exception:  # noqa: BLE001 - only for the warning below
-            version = "unknown"
-    if version != CYCLONEDDS_VERSION:
-        log.warning("cyclonedds %s found; the CDR carrier was checked against %s", version, CYCLONEDDS_VERSION)
-    return version
-
-
-class _CdrCarrier:
-    """The methods that make an ``IdlStruct`` subclass carry CDR bytes instead of fields.
-
-    They are copied onto each generated class rather than inherited: the binding describes a
-    struct's first base class to XTypes as its IDL base struct, so the ROS type must derive
-    from ``IdlStruct`` directly.
-    """
-
-    def __init__(self, cdr: bytes) -> None:
-        self.cdr = cdr
-
-    def serialize(self, buffer=None, endianness=None, use_version_2=None) -> bytes:  # noqa: ARG002
-        return self.cdr
-
-    @classmethod
-    def deserialize(cls, data, has_header=True, use_version_2=None):  # noqa: ARG003
-        return cls(data)
-
-    @classmethod
-    def deserialize_key(cls, data, has_header=True, use_version_2=None):  # noqa: ARG003
-        return cls(b"")  # ROS 2 types are keyless: a key sample holds nothing
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self.cdr)} bytes of CDR)"
-
-
-def _install_carrier(cls: type) -> type:
-    for name in ("__init__", "serialize", "deserialize", "deserialize_key", "__repr__"):
-        setattr(cls, name, _CdrCarrier.__dict__[name])
-    return cls
-
-
-_type_lock = threading.RLock()
-_types: dict[str, type] = {}
-
-
-def dds_type(type_name: str) -> type:
-    """The Cyclone topic type for a ROS message type (cached; one class per type per process).
-
-    Its annotations mirror the ROS definition (rosidl's IDL mapping: ``byte`` is ``octet``,
-    ``char`` is ``uint8``, ``T[N]`` an array, ``T[]``/``T[<=N]`` a sequence, ``string<=N`` a
-    bounded string), nested types get their own ``pkg::msg::dds_::Type_`` names; instances carry
-    CDR bytes (see the module docstring).
-    """
-    from cyclonedds.idl import make_idl_struct, types
-    from rosbags.interfaces import Nodetype
-
-    base_map = {"bool": bool, "byte": types.byte, "char": types.uint8, "int8": types.int8,
-                "uint8": types.uint8, "int16": types.int16, "uint16": types.uint16,
-                "int32": types.int32, "uint32": types.uint32, "int64": types.int64,
-                "uint64": types.uint64, "float32": types.float32, "float64": types.float64}
-    store = messages.typestore()
-
-    def field_type(node, owner: str):
-        kind, arg = node
-        if kind == Nodetype.BASE:
-            name, bound = arg
-            if name == "string":
-                return types.bounded_str[bound] if bound else str
-            if name not in base_map:
-                raise DdsError(f"{owner}: field type {name!r} has no DDS mapping here")
-            return base_map[name]
-        if kind == Nodetype.NAME:
-            return build(arg)
-        if kind == Nodetype.ARRAY:
-            return types.array[field_type(arg[0], owner), arg[1]]
-        if kind == Nodetype.SEQUENCE:
-            inner = field_type(arg[0], owner)
-            return types.sequence[inner, arg[1]] if arg[1] else types.sequence[inner]
-        raise DdsError(f"{owner}: unknown field node {node!r}")
-
-    def build(name: str) -> type:
-        name = ros_type_name(name)
-        cls = _types.get(name)
-        if cls is not None:
-            return cls
-        if name not in store.fielddefs:
-            raise DdsError(f"unknown message type {name!r} (not in the rosbags typestore)")
-        _, fields = store.fielddefs[name]
-        annotations = {fname: field_type(node, name) for fname, node in fields}
-        cls = _install_carrier(make_idl_struct(name.replace("/", "__"), dds_type_name(name), annotations,
-                                               dataclassify=False))
-        cls.ros_type_name = name
-        _types[name] = cls
-        return cls
-
-    with _type_lock:
-        return build(type_name)
-
-
 def _delete(entity) -> None:
     """Delete a Cyclone entity now rather than at garbage collection (the binding's own path)."""
     if entity is None:
@@ -474,7 +223,7 @@ class DdsPublisher:
         except Exception as exc:
             raise DdsError(f"cannot create a writer for {topic} ({self.type_name}): {exc}") from exc
         self.published = 0
-        self._buffer: _Payload | None = None
+        self._buffer: PaddedPayload | None = None
         self._buffer_lock = threading.Lock()
 
     def publish(self, msg: Any) -> None:
@@ -490,7 +239,7 @@ class DdsPublisher:
             raise TypeError(f"{self.topic} carries {self.type_name}, not {msgtype or type(msg).__name__}")
         with self._buffer_lock:  # the buffer is reused: Cyclone has copied it when write returns
             try:
-                self._buffer = _serialize_padded(msg, self.type_name, self._buffer)
+                self._buffer = serialize_padded(msg, self.type_name, self._buffer)
             except Exception as exc:  # noqa: BLE001 - rosbags raises struct/Type/Value/Attribute errors
                 self._buffer = None
                 raise CdrError(f"cannot serialize {self.type_name} for {self.topic}: {exc}") from exc
@@ -648,7 +397,7 @@ class DdsTransport:
             from cyclonedds.domain import DomainParticipant
         except ImportError as exc:  # pragma: no cover - exercised only without the extra
             raise ImportError("the DDS transport needs the cyclonedds binding: pip install 'pixelis_ros[dds]'") from exc
-        _check_binding_version()
+        check_binding_version()
         self.domain_id = int(domain_id)
         _acquire_domain(self.domain_id, config)
         try:

@@ -9,6 +9,7 @@ fetch models here.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,14 +33,19 @@ def _poly_box(poly) -> tuple[float, float, float, float]:
 class RapidOCRReader:
     """RapidOCR (PP-OCRv6 small, ONNX Runtime on the CPU).
 
-    ``det_limit_side`` caps the detector's input side: 960 read the ICDAR samples best among
-    736/960/1280 and keeps a 640x480 frame at full resolution. An image no taller than
+    The detector's input size is chosen per image (``detector_resize``): the image is scaled so
+    that its short side reaches ``det_upscale_side`` but its long side stays within
+    ``det_limit_side``. Big frames are thus capped at ``det_limit_side`` on their long side (960
+    read the ICDAR samples best among 736/960/1280; any image whose long side is at least that is
+    read exactly as before), while small crops are upscaled as RapidOCR's own default does (short
+    side 736): a ~250x230 crop of a sign is mostly missed at its own size and read
+    once upscaled. ``det_upscale_side=0`` turns upscaling off. An image no taller than
     ``word_crop_max_height`` is first read as one text line by the recogniser alone and kept
     when it scores at least ``confident_score``; otherwise detection runs as usual.
     """
 
     def __init__(self, det_limit_side: int = 960, threads: int = 2, use_cls: bool = False, min_score: float = 0.5,
-                 word_crop_max_height: int = 96, confident_score: float = 0.8):
+                 word_crop_max_height: int = 96, confident_score: float = 0.8, det_upscale_side: int = 736):
         try:
             from rapidocr import RapidOCR
         except ImportError as e:  # pragma: no cover - depends on the install
@@ -48,6 +54,10 @@ class RapidOCRReader:
         self.min_score = min_score
         self.word_crop_max_height = word_crop_max_height
         self.confident_score = confident_score
+        if det_limit_side < 32 or det_upscale_side < 0:
+            raise ToolError(f"rapidocr needs det_limit_side >= 32 and det_upscale_side >= 0, got {det_limit_side} and {det_upscale_side}")
+        self.det_limit_side = det_limit_side
+        self.det_upscale_side = det_upscale_side
         self.engine = RapidOCR(params={
             "Global.log_level": "error",  # "no text found" is a normal answer, not a warning
             "Global.use_cls": use_cls,
@@ -56,15 +66,35 @@ class RapidOCRReader:
             "Det.limit_type": "max",
             "EngineConfig.onnxruntime.intra_op_num_threads": threads,
         })
+        # RapidOCR 3.x builds the detector's resize from these two attributes on every call, so
+        # setting them per image is enough (one engine, no second model in memory).
+        self._detector = self.engine._load_det_model()
+        if not (hasattr(self._detector, "limit_side_len") and hasattr(self._detector, "limit_type")):
+            raise ToolError("this rapidocr version has no per-image detector size (limit_side_len/limit_type); use rapidocr 3.x")
+        self._lock = threading.Lock()  # the engine keeps per-call settings as state
+
+    def detector_resize(self, height: int, width: int) -> tuple[int, str]:
+        """RapidOCR's ``(limit_side_len, limit_type)`` for an image of this size (see the class doc)."""
+        short, long = min(height, width), max(height, width)
+        scale = min(self.det_upscale_side / max(short, 1), self.det_limit_side / max(long, 1))
+        if scale > 1.0:
+            # "min" scales the short side up to the given length: that length is short * scale.
+            return max(short + 1, int(short * scale)), "min"
+        return self.det_limit_side, "max"  # caps the long side; leaves smaller images as they are
 
     def __call__(self, rgb: np.ndarray) -> list[Line]:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         # A single text line (a word crop, or a tight zoom) is read by the recogniser alone: ~4x
         # faster than detection, and the detector misses text that fills the whole image.
         line = rgb.shape[0] <= self.word_crop_max_height and rgb.shape[1] >= rgb.shape[0] // 2
+        with self._lock:
+            return self._read(bgr, line)
+
+    def _read(self, bgr: np.ndarray, line: bool) -> list[Line]:
         whole = self._recognise(bgr) if line else None
         if whole is not None and whole[2] >= self.confident_score:
             return [whole]
+        self._detector.limit_side_len, self._detector.limit_type = self.detector_resize(*bgr.shape[:2])
         # RapidOCR keeps per-call flags as state, so every call states all of them.
         out = self.engine(bgr, use_det=True, use_cls=self.use_cls, use_rec=True)
         if out.txts:

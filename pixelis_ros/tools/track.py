@@ -8,6 +8,7 @@ scale change) and MIL; ``sam2`` (see ``sam2_backend``) runs the SAM 2 video pred
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,27 +23,49 @@ TRACK_BACKENDS, register_track_backend = make_registry("track")
 
 
 class OpenCVTracker:
-    """One of OpenCV's single-object trackers, fed BGR frames as OpenCV expects."""
+    """One of OpenCV's single-object trackers, fed BGR frames as OpenCV expects.
 
-    def __init__(self, create: Callable[[], object]):
-        self.create = create
+    ``min_side``: the smallest box the tracker can start from. MIL's sampler never returns on a
+    box 4 px wide (measured: init spins forever, in C++, holding the node's worker), so each
+    tracker states its own floor and smaller boxes are refused before OpenCV sees them."""
+
+    def __init__(self, name: str, create: Callable[[], object], min_side: int = MIN_OBJECT_SIDE):
+        self.name, self.create, self.min_side = name, create, min_side
 
     def __call__(self, frames: list[np.ndarray], box, should_stop: Callable[[], bool]) -> list:
-        tracker = self.create()
         x1, y1, x2, y2 = int_box(box)
-        tracker.init(np.ascontiguousarray(frames[0][:, :, ::-1]), (x1, y1, x2 - x1, y2 - y1))
+        if min(x2 - x1, y2 - y1) < self.min_side:
+            raise ToolError(f"the {self.name} tracker needs a box at least {self.min_side} px on each side; "
+                            f"this one is {x2 - x1}x{y2 - y1} px")
+        tracker = self.create()
+        try:
+            tracker.init(np.ascontiguousarray(frames[0][:, :, ::-1]), (x1, y1, x2 - x1, y2 - y1))
+        except cv2.error as e:
+            raise ToolError(f"the {self.name} tracker cannot start from box {[x1, y1, x2, y2]} on a "
+                            f"{frames[0].shape[1]}x{frames[0].shape[0]} frame ({_cv_reason(e)})") from None
         boxes: list = [tuple(float(v) for v in box)]
-        for rgb in frames[1:]:
+        for k, rgb in enumerate(frames[1:], 1):
             if should_stop():
                 break
-            ok, (x, y, w, h) = tracker.update(np.ascontiguousarray(rgb[:, :, ::-1]))
+            try:
+                ok, (x, y, w, h) = tracker.update(np.ascontiguousarray(rgb[:, :, ::-1]))
+            except cv2.error as e:  # e.g. the camera changed resolution mid-clip
+                raise ToolError(f"the {self.name} tracker failed on frame {k} of the clip "
+                                f"({rgb.shape[1]}x{rgb.shape[0]}; {_cv_reason(e)})") from None
             boxes.append((float(x), float(y), float(x + w), float(y + h)) if ok and w > 0 and h > 0 else None)
         return boxes
 
 
-register_track_backend("csrt")(lambda: OpenCVTracker(cv2.TrackerCSRT.create))
-register_track_backend("kcf")(lambda: OpenCVTracker(cv2.TrackerKCF.create))
-register_track_backend("mil")(lambda: OpenCVTracker(cv2.TrackerMIL.create))
+def _cv_reason(error: cv2.error) -> str:
+    """OpenCV's failed condition without its source path ("OpenCV: Assertion failed: ...")."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+    m = re.search(r"\(-?\d+:([^)]+)\)\s*(.*?)(?: in function .*)?$", line)
+    return ("OpenCV: " + (f"{m.group(1)}: {m.group(2)}" if m else line))[:160]
+
+
+register_track_backend("csrt")(lambda: OpenCVTracker("csrt", cv2.TrackerCSRT.create))
+register_track_backend("kcf")(lambda: OpenCVTracker("kcf", cv2.TrackerKCF.create))
+register_track_backend("mil")(lambda: OpenCVTracker("mil", cv2.TrackerMIL.create, min_side=6))
 
 
 @dataclass(frozen=True)

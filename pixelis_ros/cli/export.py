@@ -1,7 +1,7 @@
-"""``pixelis export onnx|adapter|trt`` and ``pixelis bench policy``: registered on the main parser by
-``add_export_commands`` / ``add_policy_bench`` (``pixelis_ros/cli.py`` calls them).
+"""``pixelis export onnx|adapter|trt``: registered on the main parser by ``add_export_commands``
+(``pixelis_ros/cli/__init__.py`` calls it; ``bench policy`` is in ``cli/bench.py``).
 
-Same conventions as ``sim/cli.py``: each command returns a JSON-able result; ``USAGE_ERRORS`` are
+Same conventions as ``cli/sim.py``: each command returns a JSON-able result; ``USAGE_ERRORS`` are
 bad input (exit status 2, ``{"error": ...}``). TensorRT being absent is one of them: ``export trt``
 says so and exits 2 instead of crashing. Nothing heavy is imported at the top.
 """
@@ -77,24 +77,3 @@ def add_export_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_export_trt)
 
-
-def cmd_bench_policy(args) -> dict:
-    from pixelis_ros.policy.bench import bench_policy
-
-    return bench_policy(arch=args.arch, presets=tuple(args.presets.split(",")), new_tokens=args.new_tokens,
-                        repeats=args.repeats, threads=args.threads)
-
-
-def add_policy_bench(bench_sub) -> None:
-    p = bench_sub.add_parser("policy", help="policy decode speed: torch eager vs ONNX Runtime (CPU, CUDA where present)",
-                             description="Decode tokens/s, time to first token and peak RSS per backend and preset "
-                                         "(one 448x448 image, exactly --new-tokens tokens; stop tokens ignored). "
-                                         "Each backend runs in its own process.")
-    p.add_argument("--arch", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl"])
-    p.add_argument("--presets", default="tiny,small", help="comma-separated presets (default tiny,small)")
-    p.add_argument("--new-tokens", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per backend (median), after one warm-up")
-    p.add_argument("--threads", type=int, default=1,
-                   help="threads per backend (0: the library's default); 1 is fastest for both backends at these sizes")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_bench_policy)

@@ -1,7 +1,7 @@
 """``pixelis model ...``: model folder commands, registered on the main parser by
-``add_model_commands`` (``pixelis_ros/cli.py`` calls it).
+``add_model_commands`` (``pixelis_ros/cli/__init__.py`` calls it).
 
-Same conventions as ``sim/cli.py``: one ``add_<name>(model_sub)`` per command returning a JSON-able
+Same conventions as ``cli/sim.py``: one ``add_<name>(model_sub)`` per command returning a JSON-able
 result; ``USAGE_ERRORS`` are bad input (exit status 2, ``{"error": ...}``). Nothing heavy is
 imported at the top: this module loads on every ``pixelis`` start.
 """

@@ -1,5 +1,5 @@
 """``pixelis sim ...``: the simulator's commands, registered on the main parser by
-``add_sim_commands`` (``pixelis_ros/cli.py`` calls it).
+``add_sim_commands`` (``pixelis_ros/cli/__init__.py`` calls it).
 
 Each command is an ``add_<name>(sim_sub)`` function that adds one subparser with
 ``set_defaults(func=...)``; the function returns the JSON-able result, as every ``pixelis``

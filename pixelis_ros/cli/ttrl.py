@@ -1,10 +1,9 @@
-"""``pixelis ttrl ...`` and ``pixelis bench ttrl``, registered on the main parser (``pixelis_ros/cli.py``).
+"""``pixelis ttrl ...``, registered on the main parser (``pixelis_ros/cli/__init__.py``); ``pixelis bench
+ttrl`` is in ``cli/bench.py``.
 
 - ``ttrl run --suite shifted --episodes N [--model DIR] [--stream suite|distractor|wrong-majority]
   [--config T.yaml] [--set field=value] [--out DIR] --json``: frozen vs adapting on a label-free
   stream; the JSON contract is ``stream.summary``'s first keys.
-- ``bench ttrl --json``: one update's time, the adapter swap into ONNX Runtime, serving latency
-  with and without the worker.
 """
 
 from __future__ import annotations
@@ -37,12 +36,6 @@ def cmd_run(args) -> dict:
         raise ConfigError(str(e)) from None
 
 
-def cmd_bench(args) -> dict:
-    from pixelis_ros.ttrl.bench import bench_ttrl
-
-    return bench_ttrl(runs=args.runs, episodes=args.episodes)
-
-
 def add_ttrl_commands(sub) -> None:
     from pixelis_ros.ttrl.stream import STREAMS
 
@@ -64,11 +57,3 @@ def add_ttrl_commands(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
 
-
-def add_ttrl_bench(bench_sub) -> None:
-    p = bench_sub.add_parser("ttrl", help="test-time RL: update time (N=4), adapter swap into ONNX Runtime, serving "
-                                          "p99 with and without the worker")
-    p.add_argument("--runs", type=int, default=5, help="timed updates and swaps (medians)")
-    p.add_argument("--episodes", type=int, default=24, help="served episodes per serving-latency run")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_bench)

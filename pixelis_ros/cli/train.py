@@ -1,5 +1,6 @@
 """``pixelis train ...``: the training commands, registered on the main parser by
-``add_train_commands`` (``pixelis_ros/cli.py`` calls it). Nothing heavy is imported at the top.
+``add_train_commands`` (``pixelis_ros/cli/__init__.py`` calls it; ``bench sft|rft|agent`` are in
+``cli/bench.py``). Nothing heavy is imported at the top.
 
 - ``train sft --config R.yaml [--set field=value ...] [--resume] [--check]``
 - ``train rft --config R.yaml [--set field=value ...] [--check]``
@@ -107,46 +108,6 @@ def add_bundle(train_sub) -> None:
     p.add_argument("--table", help="a table.md from `pixelis train table --out` to put in the card")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bundle)
-
-
-def cmd_bench_sft(args) -> dict:
-    from pixelis_ros.training.bench import bench_sft
-
-    return bench_sft(steps=args.steps, threads=args.threads, episodes=args.episodes)
-
-
-def cmd_bench_agent(args) -> dict:
-    from pixelis_ros.training.bench import bench_agent
-
-    return bench_agent(episodes=args.episodes, threads=args.threads)
-
-
-def cmd_bench_rft(args) -> dict:
-    from pixelis_ros.training.bench import bench_rft
-
-    return bench_rft(steps=args.steps, groups=args.groups, threads=args.threads)
-
-
-def add_training_benches(bench_sub) -> None:
-    """``pixelis bench sft``, ``bench rft`` and ``bench agent`` (registered by the main parser)."""
-    p = bench_sub.add_parser("sft", help="SFT steps/s, samples/s and peak RSS of the bundled recipe's preset")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--episodes", type=int, default=48, help="validation episodes exported to train on")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_bench_sft)
-    p = bench_sub.add_parser("rft", help="CC-RFT rollouts/s, RL steps/s and a group's rollout time (batched first "
-                                         "turns vs one by one) on the bundled recipe")
-    p.add_argument("--steps", type=int, default=6, help="RL steps of the timed run")
-    p.add_argument("--groups", type=int, default=3, help="scenes of the grouped vs one-by-one rollout comparison")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_bench_rft)
-    p = bench_sub.add_parser("agent", help="episode latency p50/p99 of the bundled model: torch eager vs ONNX Runtime")
-    p.add_argument("--episodes", type=int, default=24)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_bench_agent)
 
 
 def add_train_commands(sub) -> None:
