@@ -30,27 +30,28 @@ def messages(query: str = "what does the sign say?") -> list[dict]:
     return to_messages(query, [], [])  # no tool schemas: a short prompt keeps memorising fast
 
 
-def memorise(policy, msgs: list[dict], images: dict, target: str, max_steps: int = 300) -> int:
-    """Train ``policy.model`` until greedy decoding of ``msgs`` gives ``target`` then ``<|im_end|>``;
-    returns the steps taken."""
+def memorise(policy, msgs: list[dict], images: dict, target: str | list[int], max_steps: int = 300) -> int:
+    """Train ``policy.model`` until greedy decoding of ``msgs`` gives ``target`` (text, then
+    ``<|im_end|>``; or exactly these token ids); returns the steps taken."""
     tok = policy.tokenizer
     inputs, _, _ = policy.prepare(msgs, images)
-    target_ids = tok.encode(target, add_special_tokens=False) + [tok.convert_tokens_to_ids("<|im_end|>")]
-    prompt_len = inputs["input_ids"].shape[1]
-    extra = torch.tensor([target_ids])
+    if isinstance(target, str):
+        target = tok.encode(target, add_special_tokens=False) + [tok.convert_tokens_to_ids("<|im_end|>")]
+    extra = torch.tensor([target])
     full = dict(inputs)
     full["input_ids"] = torch.cat([inputs["input_ids"], extra], dim=1)
     full["attention_mask"] = torch.ones_like(full["input_ids"])
     if "mm_token_type_ids" in full:
         full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(extra)], dim=1)
-    labels = full["input_ids"][0, prompt_len:]
+    labels = extra[0]
     model = policy.model
     model.train()
     optim = torch.optim.Adam(model.parameters(), lr=1e-2)
     torch.manual_seed(0)
     for step in range(max_steps):
-        logits = model(**full).logits[0, prompt_len - 1:-1]
-        if step % 5 == 0 and bool((logits.argmax(-1) == labels).all()):
+        # logits of the target positions only: a 151,936-token vocabulary over the whole prompt would dominate
+        logits = model(**full, logits_to_keep=len(target) + 1).logits[0, :-1]
+        if bool((logits.argmax(-1) == labels).all()):
             break
         loss = torch.nn.functional.cross_entropy(logits, labels)
         optim.zero_grad()

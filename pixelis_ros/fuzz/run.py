@@ -77,6 +77,16 @@ def split_cases(cases: int, targets: list[str] | None = None) -> dict[str, int]:
 
 # --- the worker ----------------------------------------------------------------------------------
 def _maxrss_mb() -> float:
+    """This worker's own peak RSS. Linux keeps ``ru_maxrss`` across exec, so a worker spawned from a
+    big parent (a long pytest session) would report the parent's size; the address space's own
+    high-water mark (VmHWM) starts fresh at exec."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 

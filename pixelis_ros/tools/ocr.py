@@ -33,13 +33,14 @@ def _poly_box(poly) -> tuple[float, float, float, float]:
 class RapidOCRReader:
     """RapidOCR (PP-OCRv6 small, ONNX Runtime on the CPU).
 
-    The detector's input size is chosen per image (``detector_resize``): the image is scaled so
-    that its short side reaches ``det_upscale_side`` but its long side stays within
-    ``det_limit_side``. Big frames are thus capped at ``det_limit_side`` on their long side (960
-    read the ICDAR samples best among 736/960/1280; any image whose long side is at least that is
-    read exactly as before), while small crops are upscaled as RapidOCR's own default does (short
-    side 736): a ~250x230 crop of a sign is mostly missed at its own size and read
-    once upscaled. ``det_upscale_side=0`` turns upscaling off. An image no taller than
+    The detector first reads the image at its own size with its long side capped at
+    ``det_limit_side`` (960 read the ICDAR samples best among 736/960/1280). When that finds no
+    text in a small image, it reads again upscaled (``detector_resize``): the short side brought
+    to ``det_upscale_side`` as RapidOCR's own default does (736), the long side still within
+    ``det_limit_side``. A ~250x230 crop of a sign is missed at its own size and read once
+    upscaled; upscaling every small image instead changed readings that were right ("DEPOT 94"
+    on a zoomed sign became "DEPOT94"), so it is only the fallback. ``det_upscale_side=0`` turns
+    it off. An image no taller than
     ``word_crop_max_height`` is first read as one text line by the recogniser alone and kept
     when it scores at least ``confident_score``; otherwise detection runs as usual.
     """
@@ -94,11 +95,14 @@ class RapidOCRReader:
         whole = self._recognise(bgr) if line else None
         if whole is not None and whole[2] >= self.confident_score:
             return [whole]
-        self._detector.limit_side_len, self._detector.limit_type = self.detector_resize(*bgr.shape[:2])
-        # RapidOCR keeps per-call flags as state, so every call states all of them.
-        out = self.engine(bgr, use_det=True, use_cls=self.use_cls, use_rec=True)
-        if out.txts:
-            return [(t, _poly_box(b), float(s)) for t, b, s in zip(out.txts, out.boxes, out.scores)]
+        # First at the image's own size (capped), as every reading the simulator's results rest on
+        # was made; only when that finds nothing, again with the small image upscaled.
+        for resize in dict.fromkeys([(self.det_limit_side, "max"), self.detector_resize(*bgr.shape[:2])]):
+            self._detector.limit_side_len, self._detector.limit_type = resize
+            # RapidOCR keeps per-call flags as state, so every call states all of them.
+            out = self.engine(bgr, use_det=True, use_cls=self.use_cls, use_rec=True)
+            if out.txts:
+                return [(t, _poly_box(b), float(s)) for t, b, s in zip(out.txts, out.boxes, out.scores)]
         return [whole] if whole is not None and whole[2] >= self.min_score else []
 
     def _recognise(self, bgr: np.ndarray) -> Line | None:
