@@ -1,7 +1,8 @@
 """The OCR detector's per-image resize (issue 13 §3) on real photos (../shared/data/real).
 
-Small crops are upscaled for the detector as RapidOCR's own default does, big frames stay capped
-at ``det_limit_side``. The old rule (cap only, ``det_upscale_side=0``) is run beside the new one
+A small image whose own-size reading finds nothing is read again upscaled, as RapidOCR's own
+default does; big frames stay capped at ``det_limit_side``. The old rule (cap only,
+``det_upscale_side=0``) is run beside the new one
 so each test shows what the change bought and that nothing read before is lost. Real-data tests
 skip cleanly when the folder is absent.
 """
