@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import types
 import typing
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pixelis_ros.cli.inputs import UsageError, add_inputs, load
 from pixelis_ros.tools import TOOLS
+from pixelis_ros.tools.arguments import strip_optional
 
 TOOL_HELP = {"zoom": "crop and enlarge a region", "ocr": "read text", "segment": "segment an object",
              "track": "track an object through frames", "temporal": "find when something happens"}
@@ -50,19 +50,11 @@ class Flag:
         return self.flag[2:].replace("-", "_")
 
 
-def _strip_optional(tp: Any) -> Any:
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(inner) == 1:
-            return inner[0]
-    return tp
-
-
 def _add_field(p: argparse.ArgumentParser, f: dataclasses.Field, tp: Any) -> Flag:
     """Add the flag of one Args field to ``p``; return how to turn its text back into the argument."""
     flag = FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
     doc, required = f.metadata.get("doc", ""), f.default is dataclasses.MISSING
-    tp = _strip_optional(tp)
+    tp, _ = strip_optional(tp)
     if typing.get_origin(tp) is tuple:
         size = len(typing.get_args(tp))
         p.add_argument(flag, required=required, help=f"{doc}; {size} comma-separated numbers")

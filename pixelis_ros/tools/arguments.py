@@ -31,7 +31,7 @@ class ArgumentError(ValueError):
     """A tool call's arguments do not match the tool's typed signature."""
 
 
-def _strip_optional(tp: Any) -> tuple[Any, bool]:
+def strip_optional(tp: Any) -> tuple[Any, bool]:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -41,7 +41,7 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
 
 
 def _type_schema(tp: Any) -> dict:
-    tp, _ = _strip_optional(tp)
+    tp, _ = strip_optional(tp)
     origin = typing.get_origin(tp)
     if tp is bool:
         return {"type": "boolean"}
@@ -81,7 +81,7 @@ def tool_schema(tool_cls: Any) -> dict:
 
 
 def _convert(name: str, tp: Any, value: Any) -> Any:
-    tp, optional = _strip_optional(tp)
+    tp, optional = strip_optional(tp)
     if value is None:
         if optional:
             return None
