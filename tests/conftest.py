@@ -48,7 +48,7 @@ def trained(tiny_models, tmp_path_factory) -> dict[str, Path]:
 
     out = {}
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see test_policy_hf.one_thread
+    torch.set_num_threads(1)  # see one_torch_thread below
     try:
         for arch in ("qwen2_5_vl", "qwen3_vl"):
             folder = tmp_path_factory.mktemp(f"trained_{arch}")
@@ -60,3 +60,15 @@ def trained(tiny_models, tmp_path_factory) -> dict[str, Path]:
     finally:
         torch.set_num_threads(threads)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module: two OpenMP threads on a shared 2-core machine spin against
+    other jobs (20-25x slower, measured). Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

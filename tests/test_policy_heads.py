@@ -19,12 +19,7 @@ from pixelis_ros.policy.model_folder import ModelFolderError  # noqa: E402
 from policy_helpers import HEIGHT, INTERNAL_BOX, MODEL_BOX, WIDTH, call_text, frame, memorise, messages  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared 2-core machine: see test_policy_hf.one_thread
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_target_cell_and_giou():

@@ -25,13 +25,7 @@ from policy_helpers import INTERNAL_BOX, MODEL_BOX, call_text, frame, messages  
 ARCHS = ("qwen2_5_vl", "qwen3_vl")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two OpenMP threads on a shared 2-core machine spin against other jobs (25x slower, measured).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_stop_rule_on_token_ids(tiny_models):

@@ -25,12 +25,7 @@ FRAMES = {"frame:-1": (np.random.default_rng(0).random((240, 320, 3)) * 255).ast
 NEW = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared 2-core machine: see test_policy_hf.one_thread
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_cli(capsys, *argv):

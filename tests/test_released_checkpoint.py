@@ -68,13 +68,7 @@ def load(folder, **options):
         return load_policy("torch", folder, **options)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # two OpenMP threads on a shared 2-core machine spin against other jobs (20x slower, measured)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
