@@ -14,7 +14,7 @@ def data_files():
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
     ]
-    for folder in ("launch", "config", "sim", "models"):
+    for folder in ("launch", "config", "sim", "models", "pixelis_interfaces"):
         by_dir: dict[str, list[str]] = {}
         for p in sorted(Path(folder).rglob("*")):
             if p.is_file():

@@ -2,7 +2,9 @@
 
 Starts sim_node (camera, questions, scoring) and agent_node wired on the same topics in one
 namespace. The agent runs on the simulation's /clock (use_sim_time) and its image subscription
-is reliable (every frame of a clip counts).
+is reliable (every frame of a clip counts). The camera, depth, camera_info and query topics are
+launch arguments (relative names resolve in the namespace), so the loop can run on the names a
+robot's launch uses.
 """
 
 from pathlib import Path
@@ -13,6 +15,8 @@ from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
+
+TOPICS = ("image", "depth", "camera_info", "query")  # remappable on both nodes, e.g. image:=/camera/image_raw
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -30,7 +34,11 @@ def generate_launch_description() -> LaunchDescription:
                               description="agent parameter file"),
         DeclareLaunchArgument("sim_params_file", default_value=str(share / "config" / "sim.yaml"),
                               description="sim parameter file"),
+        *(DeclareLaunchArgument(name, default_value=name, description=f"topic of the sim's {name} (both nodes)")
+          for name in TOPICS),
     ]
+    remappings = [(name, LaunchConfiguration(name)) for name in TOPICS]
+    remappings.append(("image/compressed", [LaunchConfiguration("image"), "/compressed"]))
     sim = Node(
         package="pixelis_ros", executable="sim_node", name="pixelis_sim", namespace=LaunchConfiguration("namespace"),
         output="screen",
@@ -40,6 +48,7 @@ def generate_launch_description() -> LaunchDescription:
             "speed": ParameterValue(LaunchConfiguration("speed"), value_type=float),
             "oracle": ParameterValue(LaunchConfiguration("oracle"), value_type=bool),
         }],
+        remappings=remappings,
     )
     agent = Node(
         package="pixelis_ros", executable="agent_node", name="pixelis_agent", namespace=LaunchConfiguration("namespace"),
@@ -50,5 +59,6 @@ def generate_launch_description() -> LaunchDescription:
             "accept_scripts": ParameterValue(LaunchConfiguration("oracle"), value_type=bool),
             "image_reliability": "reliable", "use_sim_time": True, "buffer_frames": 64,
         }],
+        remappings=remappings,
     )
     return LaunchDescription([*args, sim, agent])

@@ -93,6 +93,18 @@ def header(stamp: float, frame_id: str):
     return header_ns(int(round(stamp * NS)), frame_id)
 
 
+def compressed_image_msg(img: np.ndarray, stamp: float, frame_id: str = "camera", compression: str = "jpeg",
+                         quality: int = 90):
+    """sensor_msgs/CompressedImage of an RGB or mono array, with image_transport's format string
+    (e.g. "rgb8; jpeg compressed bgr8")."""
+    from pixelis_ros.image_codec import compress
+
+    colour = img.ndim == 3
+    fmt = f"{'rgb8' if colour else 'mono8'}; {compression} compressed {'bgr8' if colour else 'mono8'}"
+    return msg_type("sensor_msgs/msg/CompressedImage")(header=header(stamp, frame_id), format=fmt,
+                                                       data=np.frombuffer(compress(img, compression, quality), np.uint8))
+
+
 def image_msg(img: np.ndarray, stamp: float, frame_id: str = "camera", encoding: str = "rgb8"):
     f = image_to_fields(img, encoding)
     return msg_type("sensor_msgs/msg/Image")(header=header(stamp, frame_id), height=f["height"], width=f["width"],

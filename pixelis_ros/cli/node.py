@@ -2,7 +2,9 @@
 
 Parameters come as a ROS node gets them: defaults from the config dataclass, then a
 ``--params`` YAML file (``<node>: ros__parameters:``), then ``-p name:=value`` overrides (the
-value read as YAML, as ``ros2 run ... --ros-args -p`` does). ``--localhost`` keeps DDS traffic
+value read as YAML, as ``ros2 run ... --ros-args -p`` does). Everything after ``--ros-args`` is
+read as ``ros2 run`` reads it: ``-p name:=value``, ``-r from:=to`` topic remapping (``-r
+__ns:=/robot`` sets the namespace), ``--params-file F``; ``--`` ends it. ``--localhost`` keeps DDS traffic
 on 127.0.0.1 (``dds.localhost_config``); without it Cyclone reads ``CYCLONEDDS_URI`` as ROS 2
 does. The agent runs until SIGINT/SIGTERM (or ``--duration``); the sim node plays its episodes,
 then prints the loop's summary.
@@ -12,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import signal
+import sys
 import threading
 
 import yaml
@@ -36,6 +40,56 @@ def _override(text: str) -> tuple[str, object]:
 def node_config(cls: type[NodeParameters], params_file: str | None, overrides: list[tuple[str, object]]) -> NodeParameters:
     config = cls.from_yaml(params_file) if params_file else cls()
     return cls.from_parameters({**dataclasses.asdict(config), **dict(overrides)})
+
+
+def read_ros_args(args) -> None:
+    """Fold ``--ros-args ...`` into ``args.p``, ``args.params``, ``args.namespace`` and
+    ``args.remap`` (``{from: to}``); a token ROS would not accept is a ConfigError naming it."""
+    tokens, args.remap = list(args.ros_args or []), {}
+    i = 0
+    while i < len(tokens):
+        flag = tokens[i]
+        if flag == "--":
+            break
+        if flag in ("-p", "--param", "-r", "--remap", "--params-file", "--log-level") and i + 1 < len(tokens):
+            value = tokens[i + 1]
+            i += 2
+            if flag == "--params-file":
+                args.params = value
+                continue
+            if flag == "--log-level":
+                args.log_level = value.rpartition(":=")[2].lower()  # ros2 also takes name:=level
+                continue
+            try:
+                name, parsed = _override(value)
+            except argparse.ArgumentTypeError as e:
+                raise ConfigError(f"--ros-args {flag}: {e}") from None
+            if flag in ("-p", "--param"):
+                args.p.append((name, parsed))
+            elif name == "__ns":
+                args.namespace = str(parsed)
+            elif name == "__node":
+                continue  # the node's name: these nodes are always pixelis_agent / pixelis_sim
+            else:
+                args.remap[name] = value.partition(":=")[2]
+            continue
+        raise ConfigError(f"--ros-args: cannot read {flag!r}; use -p name:=value, -r from:=to, --params-file FILE "
+                          "or --log-level LEVEL")
+
+
+def start_logging(level: str) -> None:
+    """Node logs on stderr in ROS's console format (stdout stays for the --json result)."""
+    levels = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING,
+              "error": logging.ERROR, "fatal": logging.CRITICAL}
+    if level not in levels:
+        raise ConfigError(f"--log-level {level!r}: use one of {', '.join(levels)}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(levelname)s] [%(created).3f] [%(name)s]: %(message)s"))
+    for name in ("pixelis_agent", "pixelis_sim", "pixelis_ros"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(levels[level])
+        logger.propagate = False
 
 
 def default_domain() -> int:
@@ -65,10 +119,12 @@ def cmd_node_agent(args) -> dict:
     from pixelis_ros.node.config import AgentNodeConfig
     from pixelis_ros.ros.dds_nodes import DdsAgentNode
 
+    read_ros_args(args)
+    start_logging(args.log_level)
     config = node_config(AgentNodeConfig, args.params, args.p)
     stop = _stop_event(args.duration)
     with transport(args) as t:
-        node = DdsAgentNode(t, config, args.namespace)
+        node = DdsAgentNode(t, config, args.namespace, args.remap)
         node.start()
         try:
             stop.wait()
@@ -81,9 +137,10 @@ def cmd_node_sim(args) -> dict:
     from pixelis_ros.node.config import SimNodeConfig
     from pixelis_ros.ros.dds_nodes import DdsSimNode
 
+    read_ros_args(args)
     config = node_config(SimNodeConfig, args.params, args.p)
     with transport(args) as t:
-        node = DdsSimNode(t, config, args.namespace)
+        node = DdsSimNode(t, config, args.namespace, args.remap)
         if args.wait_for_agent and not node.wait_for_agent(args.wait_for_agent):
             raise ConfigError(f"no agent node subscribed to {args.namespace or ''}/image and /query within {args.wait_for_agent:g} s")
         return node.core.run()
@@ -102,6 +159,10 @@ def add_node_commands(sub) -> None:
         p.add_argument("--domain", type=int, help="DDS domain (default: $ROS_DOMAIN_ID or 0)")
         p.add_argument("--localhost", action="store_true", help="keep DDS traffic on 127.0.0.1")
         p.add_argument("--json", action="store_true")
+        p.add_argument("--ros-args", nargs=argparse.REMAINDER, metavar="...",
+                       help="ROS arguments as ros2 run takes them: -p name:=value, -r from:=to, --params-file F, "
+                            "--log-level L")
+        p.add_argument("--log-level", default="info", help="node log level on stderr: debug, info, warn, error")
         if name == "agent":
             p.add_argument("--duration", type=float, help="stop after this many seconds")
         else:

@@ -288,7 +288,7 @@ class AgentTarget(Target):
             core.on_query(d["text"])
             episodes = []
             while not core._queries.empty():  # the worker thread's job, run here so it is timed and attributed
-                episodes.append(core.run_query(*core._queries.get_nowait()))
+                episodes.append(core._run(*core._queries.get_nowait()))
         for episode in episodes:
             if episode is not None and episode.stop_reason == "internal_error":
                 raise Escaped(f"episode stopped with internal_error: {short(episode.error, 300)}")

@@ -6,20 +6,30 @@ with sensor-data QoS (keep-last 1, reliability a parameter); callbacks only hand
 core, which decodes into the FrameBuffer and runs episodes on its own worker thread. Outputs
 carry the header of the frame the episode looked at.
 
-This is the only module (with other ``*_node`` modules) that imports rclpy. rclpy cannot be
-installed on our CI machines: the same core runs over the DDS wire (``dds``) in the tests.
+Queries come on the ``query`` topic (answers on ``answer``) and as goals of the ``ask`` action
+(``pixelis_interfaces/action/Ask``: a feedback per step, cancel between steps) when the
+``pixelis_interfaces`` package is built in the workspace; without it the node says so once and
+serves the topics. Every name is remappable the ROS way (``--ros-args -r image:=/camera/image_raw``,
+or the launch files' arguments). The core logs through the node's logger.
+
+rclpy is imported only by ``pixelis_ros/ros/*_node.py`` (and the launch files). rclpy cannot be
+installed on our CI machines: the same core runs over the DDS wire (``dds_nodes``) in the tests,
+where the action protocol is ``dds_action``'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -28,7 +38,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 from vision_msgs.msg import Detection2DArray
 
-from pixelis_ros.node.agent_core import AgentNodeCore
+from pixelis_ros import ask_action as A
+from pixelis_ros.node.agent_core import AgentNodeCore, AskGoal
 from pixelis_ros.node.config import AgentNodeConfig, ConfigError, parameter_docs
 
 OUTPUTS = {"answer": String, "detections": Detection2DArray, "target": PointStamped, "annotated": Image,
@@ -63,6 +74,7 @@ class AgentNode(LifecycleNode):
         self.core: AgentNodeCore | None = None
         self._pubs: dict = {}
         self._subs: list = []
+        self._action: ActionServer | None = None
 
     def _config(self) -> AgentNodeConfig:
         names = [f.name for f in dataclasses.fields(AgentNodeConfig) if f.name != "use_sim_time"]
@@ -75,7 +87,8 @@ class AgentNode(LifecycleNode):
         except ConfigError as e:
             self.get_logger().error(str(e))
             return TransitionCallbackReturn.FAILURE
-        self.core = AgentNodeCore(config, self._publish, clock=lambda: self.get_clock().now().nanoseconds / 1e9)
+        self.core = AgentNodeCore(config, self._publish, clock=lambda: self.get_clock().now().nanoseconds / 1e9,
+                                  log=self._log)
         self._pubs = {name: self.create_lifecycle_publisher(cls, name, 10) for name, cls in OUTPUTS.items()}
         image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                                reliability=ReliabilityPolicy.RELIABLE if config.image_reliability == "reliable"
@@ -87,7 +100,56 @@ class AgentNode(LifecycleNode):
             self.create_subscription(CameraInfo, "camera_info", self.core.on_camera_info, qos_profile_sensor_data),
             self.create_subscription(String, "query", lambda msg: self.core.on_query(msg.data), 10),
         ]
+        self._action = self._serve_action()
+        names = [self.resolve_topic_name(n) for n in ("image", "image/compressed", "depth", "camera_info", "query")]
+        self.get_logger().info(f"configured: in {', '.join(names)}; out "
+                               f"{', '.join(self.resolve_topic_name(n) for n in OUTPUTS)}"
+                               + (f"; action {self.resolve_topic_name('ask')}" if self._action else ""))
         return TransitionCallbackReturn.SUCCESS
+
+    def _serve_action(self) -> ActionServer | None:
+        """The ``ask`` action, when ``pixelis_interfaces`` is built (else topics only)."""
+        try:
+            from pixelis_interfaces.action import Ask
+        except ImportError:
+            self.get_logger().warning("pixelis_interfaces is not built in this workspace: the ask action is off "
+                                      "(build it with colcon, see the README); the query topic still works")
+            return None
+        self._ask_type = Ask
+        return ActionServer(self, Ask, "ask", execute_callback=self._execute, goal_callback=lambda goal: GoalResponse.ACCEPT,
+                            cancel_callback=lambda handle: CancelResponse.ACCEPT, callback_group=ReentrantCallbackGroup())
+
+    def _execute(self, handle):
+        """One goal: queued to the core's worker like a query; this executor thread waits for it."""
+        goal, done, out = handle.request, threading.Event(), {}
+        feedback = self._ask_type.Feedback
+
+        def on_done(record, target, stamp, frame_id):
+            out["result"] = A.result_msg(record, target, stamp, frame_id)
+            out["cancelled"] = record.get("stop_reason") == "cancelled"
+            done.set()
+
+        problem = self.core.submit_goal(AskGoal(
+            question=goal.question, frame_stamp=goal.frame_stamp.sec + goal.frame_stamp.nanosec * 1e-9,
+            tools=list(goal.tools), max_steps=int(goal.max_steps),
+            on_step=lambda n, step, ms: handle.publish_feedback(to_ros(A.step_feedback(n, step, ms), feedback())),
+            cancelled=lambda: handle.is_cancel_requested, on_done=on_done))
+        if problem is not None:
+            out["result"], out["cancelled"] = A.result_msg({"error": problem, "stop_reason": "rejected"}, None, 0.0, ""), False
+            done.set()
+        done.wait()
+        result = to_ros(out["result"], self._ask_type.Result())
+        if out["cancelled"]:
+            handle.canceled()
+        elif result.success:
+            handle.succeed()
+        else:
+            handle.abort()
+        return result
+
+    def _log(self, level: str, message: str) -> None:
+        logger = self.get_logger()
+        {"info": logger.info, "warn": logger.warning}.get(level, logger.error)(message)
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         try:
@@ -102,6 +164,9 @@ class AgentNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        if self._action is not None:
+            self._action.destroy()
+            self._action = None
         for sub in self._subs:
             self.destroy_subscription(sub)
         for pub in self._pubs.values():

@@ -210,14 +210,15 @@ def _wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.0
 class DdsPublisher:
     """Writes one ROS topic. Thread safe; made by ``DdsTransport.publisher``."""
 
-    def __init__(self, transport: "DdsTransport", topic: str, type_name: str, qos: QosProfile) -> None:
+    def __init__(self, transport: "DdsTransport", topic: str, type_name: str, qos: QosProfile,
+                 wire: str = "topic") -> None:
         from cyclonedds.pub import DataWriter
 
         self.topic = topic
         self.type_name = ros_type_name(type_name)
         self.qos = qos
         self._transport = transport
-        self._sample_cls, dds_topic = transport._topic(topic, self.type_name)
+        self._sample_cls, dds_topic = transport._topic(topic, self.type_name, wire)
         try:
             self._writer = DataWriter(transport._participant, dds_topic, qos=qos.to_cyclone())
         except Exception as exc:
@@ -310,7 +311,7 @@ class DdsSubscription:
     """
 
     def __init__(self, transport: "DdsTransport", topic: str, type_name: str, callback: Callable, qos: QosProfile,
-                 raw: bool, on_error: ErrorCallback | None) -> None:
+                 raw: bool, on_error: ErrorCallback | None, wire: str = "topic") -> None:
         from cyclonedds.core import InstanceState, ReadCondition, SampleState, ViewState
         from cyclonedds.sub import DataReader
 
@@ -325,7 +326,7 @@ class DdsSubscription:
         self._on_error = on_error
         self._transport = transport
         self._closed = False
-        self._sample_cls, dds_topic = transport._topic(topic, self.type_name)
+        self._sample_cls, dds_topic = transport._topic(topic, self.type_name, wire)
         try:
             self._reader = DataReader(transport._participant, dds_topic, qos=qos.to_cyclone())
             self._mask = SampleState.Any | ViewState.Any | InstanceState.Any
@@ -418,10 +419,10 @@ class DdsTransport:
 
     # -- entities -----------------------------------------------------------------------------
 
-    def _topic(self, topic: str, type_name: str):
+    def _topic(self, topic: str, type_name: str, wire: str = "topic"):
         from cyclonedds.topic import Topic
 
-        name = dds_topic_name(topic)
+        name = dds_topic_name(topic, wire)
         with self._lock:
             if self._closed:
                 raise DdsError("transport is closed")
@@ -430,7 +431,7 @@ class DdsTransport:
                 if known[0] != type_name:
                     raise DdsError(f"{topic} already has type {known[0]} in this transport, not {type_name}")
                 return known[1], known[2]
-            cls = dds_type(type_name)
+            cls = dds_type(type_name, request_header=wire != "topic")
             try:
                 dds_topic = Topic(self._participant, name, cls)
             except Exception as exc:
@@ -438,10 +439,11 @@ class DdsTransport:
             self._topics[name] = (type_name, cls, dds_topic)
             return cls, dds_topic
 
-    def publisher(self, topic: str, type_name: str, qos: QosProfile = DEFAULT) -> DdsPublisher:
+    def publisher(self, topic: str, type_name: str, qos: QosProfile = DEFAULT, wire: str = "topic") -> DdsPublisher:
         """A writer for ``topic`` (ROS name, e.g. ``/camera/image_raw``) of ``type_name``
-        (``sensor_msgs/msg/Image``)."""
-        pub = DdsPublisher(self, topic, type_name, qos)
+        (``sensor_msgs/msg/Image``). ``wire``: ``dds_types.REQUEST``/``REPLY`` for the two
+        topics of a service (``dds_service`` uses them)."""
+        pub = DdsPublisher(self, topic, type_name, qos, wire)
         with self._lock:
             self._publishers.append(pub)
         return pub
@@ -452,13 +454,13 @@ class DdsTransport:
         return self._add_subscription(topic, type_name, callback, qos, False, on_error)
 
     def subscribe_raw(self, topic: str, type_name: str, callback: RawCallback, qos: QosProfile = DEFAULT,
-                      on_error: ErrorCallback | None = None) -> DdsSubscription:
+                      on_error: ErrorCallback | None = None, wire: str = "topic") -> DdsSubscription:
         """Call ``callback(cdr)`` with each received payload (header included, padding removed:
-        the bytes ``messages.serialize`` gave the sender)."""
-        return self._add_subscription(topic, type_name, callback, qos, True, on_error)
+        the bytes ``messages.serialize`` gave the sender). ``wire`` as for ``publisher``."""
+        return self._add_subscription(topic, type_name, callback, qos, True, on_error, wire)
 
-    def _add_subscription(self, topic, type_name, callback, qos, raw, on_error) -> DdsSubscription:
-        sub = DdsSubscription(self, topic, type_name, callback, qos, raw, on_error)
+    def _add_subscription(self, topic, type_name, callback, qos, raw, on_error, wire="topic") -> DdsSubscription:
+        sub = DdsSubscription(self, topic, type_name, callback, qos, raw, on_error, wire)
         with self._lock:
             self._subscriptions.append(sub)
             self._waitset.attach(sub._condition)

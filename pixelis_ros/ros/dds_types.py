@@ -80,6 +80,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import struct
 import threading
 from typing import Any
 
@@ -93,6 +94,12 @@ CYCLONEDDS_VERSION = "11.0.1"
 """The cyclonedds Python binding version whose (de)serialization protocol this module relies on."""
 
 ROS_TOPIC_PREFIX = "rt/"
+REQUEST, REPLY = "request", "reply"
+"""Wire kinds of ``dds_topic_name`` and ``dds_type`` besides plain topics: a service's two topics."""
+_SERVICE_WIRE = {REQUEST: ("rq/", "Request"), REPLY: ("rr/", "Reply")}
+REQUEST_HEADER = struct.Struct("<Qq")
+"""rmw_cyclonedds' request header (``cdds_request_header_t``), before the request's or reply's
+fields: the client's 64-bit id and the request's sequence number; a server echoes both."""
 
 
 class DdsError(RuntimeError):
@@ -107,17 +114,23 @@ class CdrError(DdsError, ValueError):
 # ROS 2 names on the DDS wire
 
 
-def dds_topic_name(topic: str) -> str:
+def dds_topic_name(topic: str, wire: str = "topic") -> str:
     """ROS 2 topic name -> DDS topic name: ``/image`` and ``image`` -> ``rt/image``,
-    ``/ns/image`` -> ``rt/ns/image`` (names without a node namespace resolve against ``/``)."""
+    ``/ns/image`` -> ``rt/ns/image`` (names without a node namespace resolve against ``/``).
+    A service ``/ns/srv`` travels on ``rq/ns/srvRequest`` (``wire=REQUEST``) and
+    ``rr/ns/srvReply`` (``wire=REPLY``), as rmw_cyclonedds names them."""
     name = topic[1:] if topic.startswith("/") else topic
     if not name or name.endswith("/") or "//" in name or "~" in name or any(c.isspace() for c in name):
         raise ValueError(f"not a valid absolute ROS 2 topic name: {topic!r}")
+    if wire in _SERVICE_WIRE:
+        prefix, suffix = _SERVICE_WIRE[wire]
+        return prefix + name + suffix
     return ROS_TOPIC_PREFIX + name
 
 
 def ros_type_name(type_name: str) -> str:
-    """Normalize ``pkg/Type`` or ``pkg/msg/Type`` to rosbags' ``pkg/msg/Type``."""
+    """Normalize ``pkg/Type`` or ``pkg/msg/Type`` to rosbags' ``pkg/msg/Type`` (``pkg/srv/...`` and
+    ``pkg/action/...`` stay as they are)."""
     parts = type_name.split("/")
     if len(parts) == 2:
         parts = [parts[0], "msg", parts[1]]
@@ -239,13 +252,14 @@ _type_lock = threading.RLock()
 _types: dict[str, type] = {}
 
 
-def dds_type(type_name: str) -> type:
+def dds_type(type_name: str, request_header: bool = False) -> type:
     """The Cyclone topic type for a ROS message type (cached; one class per type per process).
 
     Its annotations mirror the ROS definition (rosidl's IDL mapping: ``byte`` is ``octet``,
     ``char`` is ``uint8``, ``T[N]`` an array, ``T[]``/``T[<=N]`` a sequence, ``string<=N`` a
     bounded string), nested types get their own ``pkg::msg::dds_::Type_`` names; instances carry
-    CDR bytes (see the module docstring).
+    CDR bytes (see the module docstring). ``request_header``: a service's request or reply type,
+    whose samples start with ``REQUEST_HEADER`` (Cyclone validates them with it).
     """
     from cyclonedds.idl import make_idl_struct, types
     from rosbags.interfaces import Nodetype
@@ -276,7 +290,7 @@ def dds_type(type_name: str) -> type:
             return types.sequence[inner, arg[1]] if arg[1] else types.sequence[inner]
         raise DdsError(f"{owner}: unknown field node {node!r}")
 
-    def build(name: str) -> type:
+    def build(name: str, header: bool = False) -> type:
         name = ros_type_name(name)
         cls = _types.get(name)
         if cls is not None:
@@ -284,7 +298,8 @@ def dds_type(type_name: str) -> type:
         if name not in store.fielddefs:
             raise DdsError(f"unknown message type {name!r} (not in the rosbags typestore)")
         _, fields = store.fielddefs[name]
-        annotations = {fname: field_type(node, name) for fname, node in fields}
+        annotations = {"client_guid_": types.uint64, "sequence_number_": types.int64} if header else {}
+        annotations.update((fname, field_type(node, name)) for fname, node in fields)
         cls = _install_carrier(make_idl_struct(name.replace("/", "__"), dds_type_name(name), annotations,
                                                dataclassify=False))
         cls.ros_type_name = name
@@ -292,4 +307,6 @@ def dds_type(type_name: str) -> type:
         return cls
 
     with _type_lock:
-        return build(type_name)
+        # A service type is only ever a request/reply (with its header), never a plain topic,
+        # so one cache entry per name suffices.
+        return build(type_name, request_header)

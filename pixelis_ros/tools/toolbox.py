@@ -72,6 +72,15 @@ class Toolbox:
             except ToolError as e:
                 raise ToolError(f"tool {name}: {e}") from None
 
+    def subset(self, names: list[str]) -> "Toolbox":
+        """The same tools (built once, shared) with only ``names`` offered: an action goal's tool
+        subset. Unknown names raise ToolError; names this toolbox does not offer are left out."""
+        TOOLS.check(list(names))
+        view = Toolbox.__new__(Toolbox)  # not __init__: an empty subset must stay empty, not "all"
+        view.config, view._tools = self.config, self._tools
+        view.enabled = [n for n in self.enabled if n in names]
+        return view
+
     def schemas(self) -> list[dict]:
         return [tool_schema(TOOLS[n]) for n in self.enabled]
 
