@@ -44,7 +44,7 @@ TRAIN_EPISODES ?= 3000
 RFT := $(VENV)/bin/pixelis train rft --config training/configs/rft_small.yaml --json
 model: setup
 	$(VENV)/bin/pixelis sim export --suite train --episodes $(TRAIN_EPISODES) --out data/train --json
-	$(VENV)/bin/pixelis model build --arch qwen3_vl --preset small --corpus data/train --out out/model/pixelis-small-init --json
+	$(VENV)/bin/pixelis model build --arch qwen3_vl --preset small --corpus data/train --out out/model/pixelis-small-init --force --json
 	$(VENV)/bin/pixelis train sft --config training/configs/sft_small.yaml --set max_episodes=$(TRAIN_EPISODES) --json
 	$(VENV)/bin/pixelis train bundle --run out/sft/small --out models/pixelis-small-sft --json
 	$(RFT)

@@ -33,7 +33,7 @@ setup(
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     data_files=data_files(),
     python_requires=">=3.10",
-    install_requires=["numpy>=1.24", "opencv-contrib-python-headless>=4.10,<5", "pyyaml>=6"],
+    install_requires=["numpy>=1.24", "opencv-contrib-python-headless>=4.10,<5", "pyyaml>=6", "tqdm>=4.60"],
     extras_require=EXTRAS,
     zip_safe=True,
     maintainer="pixelis_ros developers",

@@ -41,7 +41,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("model", default_value=str(share / "models" / "pixelis-small"),
                               description="local model folder for the policy (default: the bundled pixelis-small; "
                                           "its ONNX export is made on first use for backend:=onnx)"),
-        DeclareLaunchArgument("backend", default_value="torch", description="policy backend: torch, onnx or tensorrt"),
+        DeclareLaunchArgument("backend", default_value="auto",
+                              description="policy backend: auto (from the model folder), torch, onnx or tensorrt"),
         DeclareLaunchArgument("trace", default_value="", description="CoTA script replayed instead of the model"),
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw", description="camera image topic (same as image:=)"),
         *(DeclareLaunchArgument(arg, default_value=default, description=text) for arg, default, text in REMAPPABLE.values()),

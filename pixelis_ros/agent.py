@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from pixelis_ros.cota import answer_quote, clip, format_response, format_turn, is_blank, parse_turn, quote, resolve_quote, to_messages
-from pixelis_ros.episode import Episode, StepRecord
+from pixelis_ros.episode import Episode, StepRecord, kept_text
 from pixelis_ros.frames import FrameBuffer, Frames
 from pixelis_ros.policy.base import Policy
 from pixelis_ros.policy.profile import PromptProfile
@@ -41,20 +42,24 @@ class Agent:
         self.toolbox = toolbox or Toolbox()
         self.limits = limits or AgentLimits()
 
-    def run(self, query: str, frames: Frames | FrameBuffer) -> Episode:
+    def run(self, query: str, frames: Frames | FrameBuffer, on_step: Callable[[StepRecord], None] | None = None,
+            cancelled: Callable[[], bool] | None = None) -> Episode:
+        """One episode. ``on_step`` sees each step as soon as it is done (an action's feedback);
+        ``cancelled`` is asked before each step, and ``True`` ends the episode there
+        (``stop_reason`` "cancelled"): a step in progress is never interrupted."""
         t0 = time.monotonic()
         snapshot = frames.snapshot() if isinstance(frames, FrameBuffer) else frames
         # The episode echoes the query into the answer: bounded, like every echo of input.
         shown = clip(query, self.limits.max_query_chars) if isinstance(query, str) else quote(query)
         episode = Episode(query=shown, frame_count=len(snapshot))
         try:
-            self._loop(episode, query, snapshot)
+            self._loop(episode, query, snapshot, on_step or (lambda record: None), cancelled or (lambda: False))
         except Exception as e:  # the last line of defence: the node must keep running
             episode.stop_reason, episode.error = "internal_error", f"{type(e).__name__}: {clip(str(e))}"
         episode.total_ms = (time.monotonic() - t0) * 1000
         return episode
 
-    def _loop(self, episode: Episode, query: str, frames: Frames) -> None:
+    def _loop(self, episode: Episode, query: str, frames: Frames, on_step, cancelled) -> None:
         if not isinstance(query, str) or not query.strip():
             episode.stop_reason, episode.error = "bad_query", "the query is empty"
             return
@@ -80,6 +85,9 @@ class Agent:
         pixels = 0
         last_response: dict = {}  # what the policy was last shown: answers may quote its fields
         for _ in range(self.limits.max_steps):
+            if cancelled():
+                episode.stop_reason, episode.error = "cancelled", "cancelled before an answer"
+                return
             t = time.monotonic()
             try:
                 gen = self.policy.generate(messages, images)
@@ -87,17 +95,20 @@ class Agent:
                 episode.stop_reason, episode.error = "policy_error", f"{type(e).__name__}: {clip(str(e))}"
                 return
             record = StepRecord(turn=parse_turn(gen.text), generate_ms=(time.monotonic() - t) * 1000,
-                                raw_text=gen.raw_text, heads=gen.heads, finish_reason=gen.finish_reason)
+                                raw_text=kept_text(gen.text if gen.raw_text is None else gen.raw_text),
+                                heads=gen.heads, finish_reason=gen.finish_reason)
             episode.records.append(record)
             step = record.turn
             if step.error is None and step.answer is not None:
                 path = answer_quote(step.answer)
                 if path is None:
                     episode.answer, episode.stop_reason = step.answer.strip(), "answer"
+                    on_step(record)
                     return
                 record.quoted, step.error = resolve_quote(path, last_response)
                 if step.error is None:
                     episode.answer, episode.stop_reason = record.quoted, "answer"
+                    on_step(record)
                     return
             if step.error is not None:
                 response = {"error": f"could not use your last turn: {step.error}"}
@@ -112,6 +123,7 @@ class Agent:
             messages.append({"role": "assistant", "content": [{"type": "text", "text": format_turn(step)}]})
             messages.append({"role": "user", "content": [{"type": "text", "text": format_response(step.response)}]
                              + [{"type": "image", "image": ref} for ref in record.image_refs]})
+            on_step(record)
         episode.stop_reason = "max_steps"
         episode.error = f"no answer after {self.limits.max_steps} steps"
 

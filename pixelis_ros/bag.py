@@ -7,7 +7,9 @@ once, at the end or at a given bag time, synchronously. A message that cannot be
 one ``{"index", "time_s", "timestamp_ns", "error"}`` entry (index within the topic, log time
 from the bag start and absolute) and the replay goes on. With ``out_bag`` the node's
 outputs are recorded into a new rosbag2 under ``/pixelis/<output>``, stamped with the frame
-stamp they refer to. ``record_frames`` writes a camera bag from frames on disk (a folder or a
+stamp they refer to; with ``out_dir`` each episode's annotated image is written there. Each
+episode entry carries its trace steps and the errors among them (``step_errors``), so why a
+tool failed is in the report, not only in the recorded answer. ``record_frames`` writes a camera bag from frames on disk (a folder or a
 video) — how the tests make real bags. All (de)serialization goes through
 ``messages.typestore()`` (ROS 2 Humble + vision_msgs); bags are written as rosbag2 version 8
 with the message definitions embedded, so readers need no typestore of their own.
@@ -31,6 +33,7 @@ import numpy as np
 from pixelis_ros import messages as M
 from pixelis_ros.bag_metadata import BagMetadataError, check_metadata
 from pixelis_ros.frames import Frame, Frames
+from pixelis_ros.progress import progress
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 OUTPUT_PREFIX = "/pixelis/"
@@ -118,7 +121,9 @@ def _storage_for(path: Path, storage: str | None) -> str:
 
 def open_writer(path: str | Path, storage: str | None = None):
     """(opened ``rosbags.rosbag2.Writer``, storage name). The storage is sqlite3 unless given, or
-    unless the path ends in ``.mcap``. The bag folder must not exist yet."""
+    unless the path ends in ``.mcap``. The path must not exist yet. A path ending in ``.mcap`` or
+    ``.db3`` is one bare storage file (``ros2 bag info cam.mcap`` and ``bag run`` read those);
+    any other path is a bag folder with its metadata.yaml."""
     from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 
     path = Path(path)
@@ -127,13 +132,38 @@ def open_writer(path: str | Path, storage: str | None = None):
         raise BagError(f"{path}: already exists; a bag is written into a new folder (remove it or choose another path)")
     if not path.parent.is_dir():
         raise BagError(f"{path}: the folder {path.parent} does not exist")
+    bare = path.suffix in (".mcap", ".db3")
+    folder = path.with_name(path.name + ".partial") if bare else path
+    if bare and folder.exists():
+        raise BagError(f"{folder}: a recording into {path} was interrupted there; remove it first")
     try:
-        writer = Writer(path, version=8,
+        writer = Writer(folder, version=8,
                         storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
         writer.open()
     except (WriterError, OSError) as e:
         raise BagError(f"{path}: cannot write a bag there: {e}") from None
-    return writer, storage
+    return (_BareFileWriter(writer, folder, path, ".mcap" if storage == "mcap" else ".db3") if bare else writer), storage
+
+
+class _BareFileWriter:
+    """A rosbags Writer that records into ``folder`` and, on close, keeps only its storage file,
+    moved to ``path`` (rosbags always writes a folder: ``cam.mcap/cam.mcap.mcap``)."""
+
+    def __init__(self, writer, folder: Path, path: Path, suffix: str):
+        self.writer, self.folder, self.path, self.suffix = writer, folder, path, suffix
+
+    def __getattr__(self, name):
+        return getattr(self.writer, name)
+
+    def close(self) -> None:
+        import shutil
+
+        self.writer.close()
+        files = sorted(self.folder.glob(f"*{self.suffix}"))
+        if len(files) != 1:
+            raise BagError(f"{self.folder}: expected one {self.suffix} file after recording, found {len(files)}")
+        files[0].replace(self.path)
+        shutil.rmtree(self.folder)
 
 
 def _connect(writer, topic: str, msgtype: str):
@@ -150,7 +180,6 @@ def record_frames(out_bag: str | Path, frames: Frames, topic: str = "/camera/ima
     """Write ``frames`` as a camera bag: sensor_msgs/Image (rgb8), or CompressedImage (jpeg or
     png, with image_transport's format string) when ``compressed``. Message ``i`` is stamped
     ``start_time + frames[i].stamp`` seconds, in the header and as the bag's log time."""
-    from pixelis_ros.image_codec import compress
 
     if not len(frames):
         raise BagError("no frames to record")
@@ -162,17 +191,13 @@ def record_frames(out_bag: str | Path, frames: Frames, topic: str = "/camera/ima
     writer, storage = open_writer(out_bag, storage)
     try:
         conn = _connect(writer, topic, msgtype)
-        CompressedImage = M.msg_type(IMAGE_TYPES[1])
         for frame in frames:
             stamp_ns = _ns(start_time) + _ns(frame.stamp)  # in integer ns: a float epoch stamp is only ~0.1 us exact
             img = frame.image
-            colour = img.ndim == 3
-            if compressed:  # image_transport's format string, e.g. "rgb8; jpeg compressed bgr8"
-                fmt = f"{'rgb8' if colour else 'mono8'}; {compression} compressed {'bgr8' if colour else 'mono8'}"
-                data = np.frombuffer(compress(img, compression, quality), np.uint8)
-                msg = CompressedImage(header=None, format=fmt, data=data)
+            if compressed:
+                msg = M.compressed_image_msg(img, 0.0, frame_id, compression, quality)
             else:
-                msg = M.image_msg(img, 0.0, frame_id, "rgb8" if colour else "mono8")
+                msg = M.image_msg(img, 0.0, frame_id, "rgb8" if img.ndim == 3 else "mono8")
             msg.header = M.header_ns(stamp_ns, frame_id)
             writer.write(conn, stamp_ns, M.serialize(msg))
     finally:
@@ -242,6 +267,8 @@ def _messages(reader, conns, errors: list, start_ns: int, read_so_far) -> Iterat
 
 def _episode_entry(record: dict, at_ns: int, start_ns: int, frames: int, messages: int, topic: str,
                    errors: list[dict]) -> dict:
+    from pixelis_ros.episode import step_errors
+
     trace = record.get("trace") or {}
     error = record.get("error")
     if frames == 0 and error:
@@ -256,22 +283,28 @@ def _episode_entry(record: dict, at_ns: int, start_ns: int, frames: int, message
             "frame_stamp": (record.get("frame") or {}).get("stamp"), "at_s": round((at_ns - start_ns) / _NS, 6),
             "buffered_frames": trace.get("frames", {}).get("count", 0) if trace else 0,
             "chain_length": trace.get("chain_length", 0), "tool_errors": trace.get("tool_errors", 0),
-            "latency_ms": record.get("latency_ms")}
+            "latency_ms": record.get("latency_ms"), "steps": trace.get("steps", []),
+            "step_errors": step_errors(trace.get("steps", []))}
 
 
 def run_bag(bag: str | Path, image_topic: str, query: str, trace: str | Path | None = None, query_at=None,
             out_bag: str | Path | None = None, max_messages: int | None = None, config=None,
-            out_storage: str | None = None) -> dict:
+            out_storage: str | None = None, out_dir: str | Path | None = None) -> dict:
     """Replay the image topic of ``bag`` into an AgentNodeCore and run ``query`` once.
 
     ``query_at``: None or "end" runs it after the last message; a number of seconds from the
     bag start runs it once the first message at or after that time has been handled (whether
     or not that message decoded). ``config``: an AgentNodeConfig (defaults otherwise);
     ``trace`` overrides its trace and the stale-camera check is off (bag time is not now).
-    ``out_bag`` records the node's outputs (storage from ``out_storage`` or the suffix).
+    ``out_bag`` records the node's outputs (storage from ``out_storage`` or the suffix);
+    ``out_dir`` gets each episode's annotated image (``annotated-<k>.png``, as ``pixelis run``
+    draws it). Each episode entry lists its trace steps and the errors among them.
     A storage that breaks mid-read ends the replay with one error entry saying where."""
     from pixelis_ros.node.agent_core import AgentNodeCore
-    from pixelis_ros.node.config import AgentNodeConfig
+    from pixelis_ros.node.config import AgentNodeConfig, ConfigError
+    from pixelis_ros.policy.base import PolicyError
+    from pixelis_ros.policy.folder_kind import resolve_backend
+    from pixelis_ros.render import render_episode, save_rgb
 
     path = Path(bag)
     if not isinstance(query, str) or not query.strip():
@@ -280,6 +313,17 @@ def run_bag(bag: str | Path, image_topic: str, query: str, trace: str | Path | N
         raise BagError(f"max_messages must be >= 1, got {max_messages}")
     storage = storage_of(path)
     config = (config or AgentNodeConfig()).replace(max_frame_age_s=0.0, **({"trace": str(trace)} if trace else {}))
+    if config.model and not config.trace:
+        try:  # the folder's kind now, not after the tools have loaded
+            resolve_backend(config.backend, config.model)
+        except PolicyError as e:
+            raise ConfigError(f"parameter 'model' ({config.model}, backend {config.backend}): {e}") from None
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BagError(f"{out_dir}: cannot write the annotated images there: {e}") from None
     started = time.perf_counter()
     errors: list[dict] = []
     episodes: list[dict] = []
@@ -291,16 +335,23 @@ def run_bag(bag: str | Path, image_topic: str, query: str, trace: str | Path | N
         start_ns = reader.start_time
         in_bag = sum(c.msgcount for c in conns)
         recorder = _OutputRecorder()
-        core = AgentNodeCore(config, recorder)
+        # The node's clock is the bag's: frame ages and diagnostics in bag time, not wall time.
+        core = AgentNodeCore(config, recorder, clock=lambda: recorder.now_ns / _NS)
         messages, newest_frame_ns = 0, None
 
         def ask(at_ns: int) -> None:
             if newest_frame_ns is not None:
                 recorder.now_ns = newest_frame_ns  # the outputs refer to the newest frame
             n_answers = len(recorder.answers)
-            core.run_query(query)
+            episode = core.run_query(query)
             for record in recorder.answers[n_answers:]:
                 episodes.append(_episode_entry(record, at_ns, start_ns, core.counters.frames, messages, image_topic, errors))
+            if out_dir is not None and episodes:
+                annotated = None
+                if episode is not None:  # None: no frame to draw on; the entry's error says why
+                    annotated = out_dir / f"annotated-{len(episodes) - 1}.png"
+                    save_rgb(annotated, render_episode(episode, core.frames.snapshot()))
+                episodes[-1]["annotated"] = str(annotated) if annotated else None
 
         core.activate()  # loads the policy and tools (ConfigError for a bad trace) before any bag is written
         try:
@@ -308,7 +359,9 @@ def run_bag(bag: str | Path, image_topic: str, query: str, trace: str | Path | N
                 writer, out_storage = open_writer(out_bag, out_storage)
                 recorder.attach(writer)
             pending, last_ns = True, start_ns
-            for conn, ts, raw in _messages(reader, conns, errors, start_ns, lambda: messages):
+            shown = in_bag if max_messages is None else min(in_bag, max_messages)
+            for conn, ts, raw in progress(_messages(reader, conns, errors, start_ns, lambda: messages), total=shown,
+                                          desc="bag run", unit="msg"):
                 if max_messages is not None and messages >= max_messages:
                     break
                 index, messages, last_ns = messages, messages + 1, ts

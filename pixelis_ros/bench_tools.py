@@ -20,6 +20,7 @@ import numpy as np
 from pixelis_ros.demo import make_sign_scene
 from pixelis_ros.frames import Frame, Frames
 from pixelis_ros.image_codec import image_from_fields
+from pixelis_ros.progress import progress as progress_bar
 from pixelis_ros.tools import ToolContext, Toolbox, ToolboxConfig
 from pixelis_ros.tools.segment import GrabCutSegmenter
 from pixelis_ros.tools.track import TRACK_BACKENDS
@@ -59,31 +60,36 @@ def bench_tools(repeats: int = 15) -> dict:
     one = Frames([Frame(scene, 0.0)])
     ctx = ToolContext(frames=one)
     rows: dict[str, float] = {}
+    bar = progress_bar(total=len(GOALS_MS) + 1, desc="bench tools", unit="row")  # the goals' rows + the baseline
 
-    rows["baseline_copy_1080p"] = median_ms(lambda: scene.copy(), repeats)
+    def timed(name: str, fn: Callable[[], object], runs: int, per: int = 1) -> None:
+        rows[name] = median_ms(fn, runs) / per
+        bar.update(1)
+
+    timed("baseline_copy_1080p", lambda: scene.copy(), repeats)
     x1, y1 = sign_box[0] - 50, sign_box[1] - 50
     zoom = toolbox.tool("zoom")
     for name, side in (("zoom_1080p_to_448", 448), ("zoom_1080p_112_up_to_448", 112)):
         args = toolbox.validate("zoom", {"bbox_2d": [x1, y1, x1 + side, y1 + side]})
-        rows[name] = median_ms(lambda: zoom.run(args, ctx), repeats)
+        timed(name, lambda: zoom.run(args, ctx), repeats)
 
     ocr = toolbox.tool("ocr")
     # A word crop: the sign's text at the size a 2x zoom gives it (one line, ~40 px high).
     word = cv2.resize(scene[sign_box[1]:sign_box[3], sign_box[0]:sign_box[2]], None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
-    rows["ocr_word_crop"] = median_ms(lambda: ocr.read(word), repeats)
+    timed("ocr_word_crop", lambda: ocr.read(word), repeats)
     frame_640 = cv2.resize(scene, (640, 480), interpolation=cv2.INTER_AREA)
     cv2.putText(frame_640, "LOADING BAY 7", (200, 240), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2)
-    rows["ocr_640x480"] = median_ms(lambda: ocr.read(frame_640), repeats)
+    timed("ocr_640x480", lambda: ocr.read(frame_640), repeats)
 
     clip = moving_square(31)
     region = cv2.resize(clip[0], (256, 256))
     grabcut = GrabCutSegmenter()
-    rows["grabcut_256"] = median_ms(lambda: grabcut(region, (60, 60, 200, 200), None), repeats)
+    timed("grabcut_256", lambda: grabcut(region, (60, 60, 200, 200), None), repeats)
 
     for name in ("csrt", "kcf"):
         tracker = TRACK_BACKENDS[name]()
         box = (50, 100, 110, 160)
-        rows[f"{name}_per_frame_640x480"] = median_ms(lambda: tracker(clip, box, lambda: False), max(3, repeats // 5)) / (len(clip) - 1)
+        timed(f"{name}_per_frame_640x480", lambda: tracker(clip, box, lambda: False), max(3, repeats // 5), len(clip) - 1)
 
     temporal = toolbox.tool("temporal")
     clip300 = [clip[i % len(clip)] for i in range(300)]
@@ -91,11 +97,12 @@ def bench_tools(repeats: int = 15) -> dict:
     def scan():
         frames = Frames([Frame(img, i / 30) for i, img in enumerate(clip300)])  # fresh frames: no cached thumbnails
         temporal.run(toolbox.validate("temporal", {"predicate": "change"}), ToolContext(frames=frames))
-    rows["temporal_change_300_frames"] = median_ms(scan, max(3, repeats // 3))
+    timed("temporal_change_300_frames", scan, max(3, repeats // 3))
 
     data = np.ascontiguousarray(scene).tobytes()
-    rows["image_fields_1080p_rgb8"] = median_ms(lambda: image_from_fields(1080, 1920, "rgb8", 0, 1920 * 3, data), repeats * 10)
+    timed("image_fields_1080p_rgb8", lambda: image_from_fields(1080, 1920, "rgb8", 0, 1920 * 3, data), repeats * 10)
 
+    bar.close()
     base = rows["baseline_copy_1080p"]
     return {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(), "opencv": cv2.__version__},

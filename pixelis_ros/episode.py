@@ -2,8 +2,10 @@
 timing) and the final answer and action.
 
 Tool results keep their arrays (images, masks) for rendering; ``to_json`` keeps only what a
-person or a training pipeline needs to read. The action is derived from the last grounded box
-the episode produced, mapped to the pixels of the frame it came from (seeing to acting).
+person or a training pipeline needs to read, including each turn's text as the policy wrote it
+(``raw_text``), so a turn the agent could not parse can still be read. The action is derived
+from the last grounded box the episode produced, mapped to the pixels of the frame it came from
+(seeing to acting).
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pixelis_ros.boxes import round_box
-from pixelis_ros.cota import Step, format as format_trace
+from pixelis_ros.cota import MAX_TURN_CHARS, Step, clip, format as format_trace, valid_text
 from pixelis_ros.tools.base import Detection, ToolResult, parse_image_ref
 
 
 # Detections that say where the episode's subject is (OCR lines and the like only describe it).
 GROUNDING_LABELS = ("zoom", "segment", "track", "temporal")
+
+
+def kept_text(text) -> str | None:
+    """A policy's turn as the trace keeps it: UTF-8-safe (lone surrogates replaced) and cut at
+    ``MAX_TURN_CHARS``, the longest turn the agent parses (a longer one was refused as such)."""
+    return valid_text(clip(text, MAX_TURN_CHARS)) if isinstance(text, str) else None
 
 
 @dataclass
@@ -27,7 +35,10 @@ class StepRecord:
     result: ToolResult | None = None
     image_refs: list[str] = field(default_factory=list)
     generate_ms: float = 0.0
-    raw_text: str | None = None  # the model's own text when the executed turn differs (coordinates, heads)
+    raw_text: str | None = None
+    """The policy's turn exactly as it wrote it (``kept_text``), kept for every step, the
+    unparseable ones too: the executed turn may differ (coordinates converted, a box refined by
+    the heads) and a turn that could not be used is otherwise only its error."""
     heads: dict | None = None  # the auxiliary heads' verdict on the call (check / refine)
     finish_reason: str | None = None
     quoted: str | None = None  # an answer quoting a tool response field: the value it resolved to
@@ -60,6 +71,19 @@ class StepRecord:
         if self.result is not None:
             out["tool_ms"] = self.result.ms
         return out
+
+
+def step_errors(steps: list[dict]) -> list[dict]:
+    """``{"step", "error"}`` for each failed step of ``Episode.to_json()["steps"]``: a turn the agent
+    could not use (the step's ``error``) or a tool call that failed (its response's ``error``).
+    Works on the JSON because replays read it back from the recorded answer messages."""
+    out = []
+    for k, step in enumerate(steps):
+        response = step.get("response")
+        error = step.get("error") or (response.get("error") if isinstance(response, dict) else None)
+        if error:
+            out.append({"step": k, "error": error})
+    return out
 
 
 @dataclass

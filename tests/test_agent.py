@@ -70,6 +70,26 @@ def test_bad_turns_and_failing_calls_are_observations(scene, toolbox):
     assert record["tool_errors"] == 3 and record["invalid_turns"] == 1 and record["action"] is None
 
 
+def test_every_step_keeps_the_policy_text_even_when_it_could_not_be_used(scene, toolbox):
+    from pixelis_ros.cota import MAX_TURN_CHARS
+    from pixelis_ros.policy.scripted import split_turns
+
+    buf, _, _ = scene
+    script = (call("zoom", bbox_2d=[0, 0, 50, 50]) + "<tool_call>\n{not json}\n</tool_call>\n"
+              + "I would say STOP</answer>\n" + "<think>\ud800" + "x" * MAX_TURN_CHARS + "</think><answer>a</answer>\n"
+              + "<answer>STOP</answer>")
+    episode = Agent(ScriptedPolicy(script), toolbox).run("q", buf)
+    steps = episode.to_json()["steps"]
+    turns = split_turns(script)
+    assert episode.answer == "STOP" and len(steps) == len(turns) == 5
+    assert [s["raw_text"] for s in steps[:3]] == turns[:3] and steps[4]["raw_text"] == "<answer>STOP</answer>"
+    assert "error" in steps[1] and "error" in steps[2]  # unparseable, yet what was written is there
+    long = steps[3]["raw_text"]  # over the turn limit: kept cut, and UTF-8-safe
+    assert long.startswith("<think>\ufffdxxx") and long.endswith(f"({len(turns[3])} characters)")
+    assert len(long) < MAX_TURN_CHARS + 100 and "over the limit" in steps[3]["error"]
+    json.dumps(steps, ensure_ascii=False).encode()
+
+
 def test_caps_and_stop_reasons(scene, toolbox):
     buf, _, _ = scene
     zooms = call("zoom", bbox_2d=[0, 0, 400, 400]) * 6

@@ -155,7 +155,7 @@ def test_checkpoint_reaches_only_sam2_backends(scene):
 def test_policy_configuration_errors(tmp_path):
     with pytest.raises(ConfigError, match="parameter 'trace': cannot read"):
         AgentNodeCore(AgentNodeConfig(trace=str(tmp_path / "none.txt")), lambda t, m: None).activate()
-    with pytest.raises(ConfigError, match=r"parameter 'model' \(/nonexistent/pixelis-tiny, backend torch\)"):
+    with pytest.raises(ConfigError, match=r"parameter 'model' \(/nonexistent/pixelis-tiny, backend auto\)"):
         AgentNodeCore(AgentNodeConfig(model="/nonexistent/pixelis-tiny"), lambda t, m: None).activate()
     with pytest.raises(ConfigError, match="unknown policy backend|must be torch, onnx or tensorrt"):
         AgentNodeCore(AgentNodeConfig(model="/nonexistent/pixelis-tiny", backend="jax"), lambda t, m: None).activate()

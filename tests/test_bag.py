@@ -1,7 +1,8 @@
 """rosbag2 replay and recording (``pixelis_ros/bag.py``, ``pixelis bag``): the real stub bags of
 ../shared/data/real/rosbag (bad payloads: one error per message, the replay goes on), real bags
 written from the OTB frames and replayed with a track trace (sqlite3 + Image, MCAP +
-CompressedImage, outputs recorded and read back), a truncated CDR message, and the CLI."""
+CompressedImage, outputs recorded and read back), a truncated CDR message, and the CLI (node
+parameters with ``-p``, annotated images with ``--out``, each step's error in the JSON)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def track_script(box, end="frame:-1") -> str:
     call = {"name": "track", "arguments": {"bbox_2d": list(box), "start": "frame:0", "end": end}}
     return ("<think>Follow the person from the first frame.</think>\n"
             f"<tool_call>\n{json.dumps(call)}\n</tool_call>\n<answer>done</answer>")
+
+
+def call_text(name: str, box, image: str) -> str:
+    call = {"name": name, "arguments": {"bbox_2d": list(box), "image": image}}
+    return f"<tool_call>\n{json.dumps(call)}\n</tool_call>\n"
 
 
 def zoom_script() -> str:
@@ -276,3 +282,46 @@ def test_mcap_record_with_a_forged_length_says_why_no_frame_was_read(tmp_path, z
                                      "there (ReaderError: Truncated record")
     assert result["episodes"][0]["error"].startswith("no camera frame has been received yet (no message on "
                                                      "/camera/image_raw could be read: the bag's storage is corrupt")
+
+
+# --- bag run as the node: -p parameters, annotated images, the steps and their errors ------------------
+def test_cli_bag_run_takes_node_parameters_writes_annotated_images_and_lists_step_errors(tmp_path, capsys):
+    bag, _ = small_bag(tmp_path, "mcap", 5)
+    script = tmp_path / "script.txt"
+    script.write_text(f'{call_text("zoom", [0, 0, 16, 16], "frame:99")}'
+                      "<think>the sign</think> says STOP</answer>\n"  # an unparseable turn
+                      f'{call_text("zoom", [0, 0, 32, 32], "frame:-1")}<answer>zoomed</answer>')
+    base = ["bag", "run", "--bag", str(bag), "--image-topic", "/camera/image_raw", "--query", "What does it say?",
+            "-p", f"trace:={script}"]
+
+    assert main([*base, "-p", "max_steps:=6", "--out", str(tmp_path / "out"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    [episode] = result["episodes"]
+    assert episode["answer"] == "zoomed" and episode["tool_errors"] == 1  # the contract's keys stay
+    assert episode["step_errors"] == [
+        {"step": 0, "error": "frame index 99 is outside the buffer (it holds 5 frames: 0..4 or -5..-1)"},
+        {"step": 1, "error": "no <tool_call> or <answer> in the output (unexpected text outside tags: 'says STOP</answer>')"}]
+    steps = episode["steps"]
+    assert [s.get("call", {}).get("name") for s in steps] == ["zoom", None, "zoom", None]
+    assert steps[0]["response"]["error"].startswith("frame index 99") and "error" in steps[1]
+    assert steps[1]["raw_text"] == "<think>the sign</think> says STOP</answer>"  # the failed turn's own text
+    annotated = tmp_path / "out" / "annotated-0.png"
+    assert episode["annotated"] == str(annotated)
+    image = cv2.imread(str(annotated))
+    assert image is not None and image.ndim == 3 and min(image.shape[:2]) >= 48
+
+    # -p reaches the node: one step allowed, so the same script is cut off before its answer
+    assert main([*base, "-p", "max_steps:=1", "--json"]) == 0
+    [cut] = json.loads(capsys.readouterr().out)["episodes"]
+    assert cut["stop_reason"] == "max_steps" and "annotated" not in cut and len(cut["steps"]) == 1
+    assert main([*base, "-p", "max_step:=1", "--json"]) == 2
+    assert "unknown pixelis_agent parameter(s) ['max_step']" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_cli_bag_run_refuses_a_model_folder_before_replaying(tmp_path, capsys):
+    bag, _ = small_bag(tmp_path, "sqlite3", 2)
+    missing = tmp_path / "no-model"
+    assert main(["bag", "run", "--bag", str(bag), "--image-topic", "/camera/image_raw", "--query", "q",
+                 "--model", str(missing), "--json"]) == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error.startswith(f"parameter 'model' ({missing}, backend auto): model folder {missing} does not exist")

@@ -141,4 +141,4 @@ def test_sim_loop_reports_an_agent_that_cannot_start(tmp_path, domain_id):
                           "--domain", str(domain_id), "--json"], capture_output=True, text=True, timeout=400)
     assert run.returncode == 2
     error = json.loads(run.stdout)["error"]
-    assert error.startswith("the agent node did not come up") and "config.json" in error
+    assert str(tmp_path) in error and "config.json" in error  # refused before any agent process starts

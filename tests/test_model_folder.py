@@ -4,16 +4,22 @@ the node's start-up turns it into a ConfigError instead of a traceback."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import struct
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
-from pixelis_ros.node.agent_core import AgentNodeCore
+from pixelis_ros.node.agent_core import AgentNodeCore, build_policy
 from pixelis_ros.node.config import AgentNodeConfig, ConfigError
+from pixelis_ros.policy.folder_kind import folder_kind, resolve_backend
 from pixelis_ros.policy.model_folder import ModelFolderError, check_model_folder
 
 
@@ -148,5 +154,92 @@ def test_node_start_up_reports_a_broken_folder_as_config_error(folder):
     thread.join(timeout=120)  # generous: only a hang fails here
     assert not thread.is_alive(), "start-up did not finish"
     [error] = outcome
-    assert str(error).startswith(f"parameter 'model' ({folder}, backend torch): {folder / 'config.json'}: "
+    assert str(error).startswith(f"parameter 'model' ({folder}, backend auto): {folder / 'config.json'}: "
                                  "text_config.num_hidden_layers must be an integer in 1..1024")
+
+
+# --- one way to name a model: the backend read from the folder (issue: --model DIR everywhere) ----------
+@pytest.fixture(scope="module")
+def onnx_folder(tmp_path_factory) -> Path:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from onnx_exports import exported
+
+    return exported(tmp_path_factory.mktemp("exports"), "qwen3_vl", "tiny")[1]
+
+
+def test_the_backend_is_read_from_the_folder(tiny_models, onnx_folder, tmp_path):
+    torch_dir = tiny_models["qwen3_vl"]
+    assert folder_kind(torch_dir) == "torch" and folder_kind(onnx_folder) == "onnx"
+    assert resolve_backend("auto", torch_dir) == ("torch", torch_dir)
+    assert resolve_backend("auto", onnx_folder) == ("onnx", onnx_folder)
+    assert resolve_backend("auto", "") == ("torch", None)  # the bundled model is a torch folder
+    assert resolve_backend("onnx", None) == ("onnx", None)  # ... whose ONNX export bundled.default_model makes
+    assert resolve_backend("tensorrt", onnx_folder) == ("tensorrt", onnx_folder)  # engines are built on first use
+    # `pixelis export trt` leaves trt_cache/<key>/engines.json; auto serves that with TensorRT where it is installed
+    trt_dir = tmp_path / "with-engines"
+    shutil.copytree(onnx_folder, trt_dir)
+    (trt_dir / "trt_cache" / "trt10_gpu_sm90_fp16").mkdir(parents=True)
+    (trt_dir / "trt_cache" / "trt10_gpu_sm90_fp16" / "engines.json").write_text("{}")
+    assert folder_kind(trt_dir) == "tensorrt"
+    with_trt = importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("onnxruntime") is not None
+    assert resolve_backend("auto", trt_dir) == ("tensorrt" if with_trt else "onnx", trt_dir)
+
+
+def test_auto_loads_each_kind_with_its_backend(tiny_models, onnx_folder):
+    from pixelis_ros.policy.registry import load_policy
+
+    assert load_policy("auto", onnx_folder).name == "onnx"
+    policy = load_policy("auto", tiny_models["qwen3_vl"])
+    assert type(policy).__name__ == "HFPolicy" and policy.folder == tiny_models["qwen3_vl"]
+
+
+def test_missing_and_foreign_folders_say_what_they_are_and_what_to_do(tiny_models, onnx_folder, tmp_path):
+    with pytest.raises(ModelFolderError, match=rf"model folder {tmp_path / 'nope'} does not exist; give a torch model "
+                                               r"folder \(config.json \+ model.safetensors\) or an ONNX export folder "
+                                               r"\(manifest.json\), or build one with `pixelis model build"):
+        resolve_backend("auto", tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFolderError, match=r"is not a model folder: it has neither manifest.json \(an ONNX export\) "
+                                               r"nor config.json .*`pixelis export onnx --model MODEL_DIR --out DIR`"):
+        resolve_backend("auto", tmp_path / "empty")
+    with pytest.raises(ModelFolderError, match=r"is an ONNX export folder \(manifest.json, \*.onnx graphs\), which the torch backend "
+                                               r"cannot load; serve it with backend onnx \(or auto, the default\)"):
+        resolve_backend("torch", onnx_folder)
+    torch_dir = tiny_models["qwen3_vl"]
+    for backend in ("onnx", "tensorrt"):
+        with pytest.raises(ModelFolderError, match=rf"is a torch model folder \(config.json \+ model.safetensors\), which "
+                                                   rf"the {backend} backend cannot load .*serve it with backend torch "
+                                                   rf".*`pixelis export onnx --model {torch_dir} --out DIR`"):
+            resolve_backend(backend, torch_dir)
+    with pytest.raises(ModelFolderError, match=r"backend must be one of auto, torch, onnx, tensorrt, got 'pytorch'"):
+        resolve_backend("pytorch", torch_dir)
+
+
+def test_a_bad_folder_is_refused_before_any_backend_is_imported(onnx_folder, tmp_path):
+    """The check reads file names only: `pixelis run` says so without importing torch (seconds)."""
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    for model, backend, expected in ((tmp_path / "missing", "auto", "does not exist"),
+                                     (onnx_folder, "torch", "is an ONNX export folder")):
+        code = ("import json, sys; from pixelis_ros.cli import main; "
+                f"rc = main(['run', '--image', {str(image)!r}, '--query', 'q', '--model', {str(model)!r}, "
+                f"'--backend', {backend!r}, '--out', {str(tmp_path / 'out')!r}, '--json']); "
+                "print(json.dumps({'rc': rc, 'heavy': sorted({'torch', 'transformers', 'onnxruntime'} & set(sys.modules))}))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        error, outcome = (json.loads(line) for line in proc.stdout.strip().splitlines()[-2:])
+        assert outcome == {"rc": 2, "heavy": []}, proc.stdout + proc.stderr
+        assert error["error"].startswith(f"--model {model} (backend {backend}): ") and expected in error["error"]
+
+
+def test_node_backend_defaults_to_auto_and_names_the_choices(tmp_path):
+    from pixelis_ros.paths import data_dir
+
+    assert AgentNodeConfig().backend == "auto"
+    assert AgentNodeConfig.from_yaml(data_dir("config") / "agent.yaml").backend == "auto"
+    with pytest.raises(ConfigError, match=r"parameter 'backend' must be torch, onnx or tensorrt, or auto \(read from the model folder\), "
+                                          r"got 'pytorch'"):
+        AgentNodeConfig(backend="pytorch").check()
+    with pytest.raises(ConfigError, match=rf"parameter 'model' \({tmp_path / 'gone'}, backend auto\): model folder "
+                                          rf"{tmp_path / 'gone'} does not exist"):
+        build_policy(AgentNodeConfig(model=str(tmp_path / "gone")))

@@ -275,3 +275,53 @@ def test_node_refuses_remapping_a_topic_it_does_not_have(domain_id):
     run = subprocess.run([sys.executable, "-m", "pixelis_ros", "node", "agent", "--localhost", "--domain", str(domain_id),
                           "--json", "--ros-args", "--enclave", "x"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "--ros-args: cannot read '--enclave'" in json.loads(run.stdout)["error"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bags: a bare .mcap/.db3 file, and diagnostics in bag time
+
+
+@pytest.mark.parametrize("name", ["cam.mcap", "cam.db3"])
+def test_bag_record_writes_the_file_it_is_given(tmp_path, name):
+    from pixelis_ros.bag import open_reader, record_frames, run_bag
+    from pixelis_ros.frames import Frame, Frames
+
+    img, box, text = make_sign_scene(1)
+    path = tmp_path / name
+    record_frames(path, Frames([Frame(img, 0.0), Frame(img, 0.1)]))
+    assert path.is_file() and sorted(p.name for p in tmp_path.iterdir()) == [name]  # no folder, no leftovers
+    with open_reader(path) as reader:
+        assert reader.message_count == 2
+    script = tmp_path / "demo.txt"
+    script.write_text(demo_script(box))
+    out = run_bag(path, "/camera/image_raw", "What does the sign say?", trace=script, out_bag=tmp_path / f"out{path.suffix}")
+    assert out["episodes"][0]["answer"].replace(" ", "") == text.replace(" ", "")
+    with open_reader(tmp_path / f"out{path.suffix}") as reader:
+        diagnostics = [M.deserialize(raw, c.msgtype) for c, _, raw in reader.messages() if c.topic.endswith("/diagnostics")]
+    values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
+    # Bag time is the node's clock in a replay: the frame is 0 s old, and the query counted.
+    assert values["queries"] == "1" and values["episodes"] == "1" and float(values["last_frame_age_ms"]) == 0.0
+
+
+def test_logs_and_parameter_hints():
+    from pixelis_ros.node.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"topics are not parameters: remap them \(--ros-args -r image:="):
+        AgentNodeConfig.from_parameters({"image_topic": "/camera/image_raw"})
+    lines = []
+    core = AgentNodeCore(AgentNodeConfig(accept_scripts=True, max_frame_age_s=0.0, publish_annotated=False),
+                         lambda topic, msg: None, clock=lambda: 1000.0, log=lambda level, text: lines.append((level, text)))
+    core.activate()
+    try:
+        bad = M.image_msg(np.zeros((8, 8, 3), np.uint8), 1000.0, "cam")
+        bad.encoding = "bgr16"
+        for _ in range(50):  # a broken camera: one warning, not fifty
+            core.on_image(bad)
+        core.on_image(M.image_msg(np.zeros((8, 8, 3), np.uint8), 1.0e9, "cam"))  # stamped in another clock
+    finally:
+        core.deactivate()
+    assert lines[0][0] == "info" and lines[0][1].startswith("active: scripts brought by the queries")
+    warnings = [text for level, text in lines if level == "warn"]
+    assert len(warnings) == 2 and "bgr16" in warnings[0]
+    assert "s from the node's clock" in warnings[1] and "use_sim_time" in warnings[1]
+    assert core.counters.bad_images == 50

@@ -2,8 +2,11 @@
 
 Every command takes ``--json``; its output shapes are a contract (see the README). Bad input is
 reported as ``{"error": ...}`` (or a message on stderr) with exit status 2, never a traceback.
+stdout carries the result only; stderr carries our own messages and, on a terminal, progress bars
+(``pixelis_ros/progress.py``: off with ``--json`` or ``--quiet``). A reader of stdout that goes
+away early (``| head``) ends the command quietly with status 141.
 
-One module per command group adds its subparsers here (``tools``, ``sim``, ``bag``, ``node``,
+One module per command group adds its subparsers here (``tools``, ``sim``, ``bag``, ``node``, ``ask``,
 ``model``, ``export``, ``train``, ``ttrl``, ``bench``); ``run`` and ``demo`` are below. This package
 is the only one that wires every part together (DESIGN §3): ``node/`` and ``sim/`` do not import
 ``ros/``, the commands that put them on the wire do.
@@ -13,14 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+from pixelis_ros.cli.ask import add_ask_command
 from pixelis_ros.cli.bag import USAGE_ERRORS as BAG_USAGE_ERRORS, add_bag_commands
 from pixelis_ros.cli.bench import add_bench_commands
 from pixelis_ros.cli.export import USAGE_ERRORS as EXPORT_USAGE_ERRORS, add_export_commands
 from pixelis_ros.cli.inputs import UsageError, add_inputs, load
 from pixelis_ros.cli.model import USAGE_ERRORS as MODEL_USAGE_ERRORS, add_model_commands
+from pixelis_ros.cli.model_option import add_model_arguments
 from pixelis_ros.cli.node import USAGE_ERRORS as NODE_USAGE_ERRORS, add_node_commands
 from pixelis_ros.cli.sim import USAGE_ERRORS as SIM_USAGE_ERRORS, add_sim_commands
 from pixelis_ros.cli.tools import add_tools_commands
@@ -28,6 +34,7 @@ from pixelis_ros.cli.train import USAGE_ERRORS as TRAIN_USAGE_ERRORS, add_train_
 from pixelis_ros.cli.ttrl import USAGE_ERRORS as TTRL_USAGE_ERRORS, add_ttrl_commands
 from pixelis_ros.image_codec import ImageDecodeError
 from pixelis_ros.media import MediaError
+from pixelis_ros.progress import configure as configure_progress
 
 __all__ = ["UsageError", "build_parser", "main"]
 
@@ -43,11 +50,10 @@ def _run_policy(args):
         except TraceFileError as e:
             raise UsageError(f"cannot read trace {e}") from None
     from pixelis_ros.policy.base import PolicyError
-    from pixelis_ros.policy.bundled import default_model
     from pixelis_ros.policy.registry import load_policy
 
     try:
-        return load_policy(args.backend, args.model or default_model(args.backend))
+        return load_policy(args.backend, args.model)  # a missing or mismatched folder fails before any backend import
     except (PolicyError, OSError) as e:
         raise UsageError(f"--model {args.model or 'the bundled model'} (backend {args.backend}): {e}") from None
 
@@ -87,8 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_inputs(p)
     p.add_argument("--query", required=True)
     p.add_argument("--trace", help="a CoTA trace file replayed by the ScriptedPolicy instead of a model")
-    p.add_argument("--model", help="a model folder (default: the bundled models/pixelis-small)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "tensorrt"], help="backend serving the model")
+    add_model_arguments(p)
     p.add_argument("--out", default="out/run", help="folder for trace.json and annotated.png")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
@@ -104,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim_commands(sub)
     add_bag_commands(sub)
     add_node_commands(sub)
+    add_ask_command(sub)
     add_model_commands(sub)
     add_export_commands(sub)
     add_train_commands(sub)
@@ -118,12 +124,18 @@ def _print_human(result: dict) -> None:
     for name, episode in result.get("sim_episodes", {}).items():
         print(f"{name}: {episode['question']} -> {episode['answer']} (truth {episode['truth']})")
     for key, value in result.items():
-        if key not in ("steps", "sim_episodes"):
+        if key not in ("steps", "sim_episodes", "trace"):  # printed as they happen, or too long to read
             print(f"{key}: {json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value}")
 
 
-def main(argv: list[str] | None = None) -> int:
+EXIT_BROKEN_PIPE = 141
+"""Exit status when the reader of stdout went away (``pixelis ... --json | head -c 10``): 128 +
+SIGPIPE, what a shell reports for a tool killed by the signal, so pipelines read it the usual way."""
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    configure_progress(json=getattr(args, "json", False), quiet=getattr(args, "quiet", False))
     try:
         result = args.func(args)
     except (UsageError, MediaError, ImageDecodeError, *SIM_USAGE_ERRORS, *BAG_USAGE_ERRORS, *NODE_USAGE_ERRORS,
@@ -141,3 +153,17 @@ def main(argv: list[str] | None = None) -> int:
     # A command whose result can say "something failed" (bench fuzz) sets its own exit status.
     return getattr(args, "exit_status", lambda _: 0)(result)
 
+
+def main(argv: list[str] | None = None) -> int:
+    # The flush is inside the try (also on SystemExit from --help): left to interpreter exit, a
+    # closed pipe would print "Exception ignored ... BrokenPipeError" and exit 120.
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's documented recipe (library/signal.html, "Note on SIGPIPE"): point stdout at
+        # devnull so the final flush at exit has somewhere to go.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE

@@ -1,5 +1,7 @@
 """``pixelis bag run`` and ``pixelis bag record``: rosbag2 replay through the agent node's logic,
-and camera bags written from frames on disk (``pixelis_ros/bag.py`` does the work).
+and camera bags written from frames on disk (``pixelis_ros/bag.py`` does the work). ``bag run``
+takes the agent's parameters as the node does (``--params``, ``-p name:=value``, parsed by
+``cli/node.py``), so a replay runs the node a robot would run.
 
 Bad input (a missing bag, an unknown topic, a bag path that exists) raises one of
 ``USAGE_ERRORS``, which the ``pixelis`` command reports as ``{"error": ...}`` with exit status 2.
@@ -10,6 +12,9 @@ from __future__ import annotations
 import argparse
 
 from pixelis_ros.bag import STORAGES, BagError
+from pixelis_ros.progress import add_quiet_flag
+from pixelis_ros.cli.model_option import add_model_arguments
+from pixelis_ros.cli.node import _override as parameter_override, node_config
 from pixelis_ros.node.config import ConfigError
 
 USAGE_ERRORS: tuple[type[Exception], ...] = (BagError, ConfigError)
@@ -28,9 +33,12 @@ def cmd_bag_run(args) -> dict:
     from pixelis_ros.bag import run_bag
     from pixelis_ros.node.config import AgentNodeConfig
 
-    config = AgentNodeConfig.from_yaml(args.params) if args.params else None
+    # The node's own precedence: defaults, --params, -p; --model/--backend are -p model:=/backend:=.
+    named = [(name, value) for name, value in (("model", args.model), ("backend", args.backend)) if value is not None]
+    config = node_config(AgentNodeConfig, args.params, [*args.p, *named])
     return run_bag(args.bag, args.image_topic, args.query, trace=args.trace, query_at=args.query_at,
-                   out_bag=args.record, max_messages=args.max_messages, config=config, out_storage=args.record_storage)
+                   out_bag=args.record, max_messages=args.max_messages, config=config, out_storage=args.record_storage,
+                   out_dir=args.out)
 
 
 def cmd_bag_record(args) -> dict:
@@ -54,6 +62,10 @@ def add_bag_commands(sub) -> None:
     p.add_argument("--trace", help="a CoTA script replayed by the ScriptedPolicy (overrides the params file's; "
                                    "default: the params file's model, else the bundled model)")
     p.add_argument("--params", help="agent parameters (config/agent.yaml layout); stale-camera check is off")
+    p.add_argument("-p", action="append", type=parameter_override, default=[], metavar="NAME:=VALUE",
+                   help="override an agent parameter, as for `pixelis node agent` (repeatable)")
+    add_model_arguments(p, backend_default=None)
+    p.add_argument("--out", metavar="DIR", help="write each episode's annotated image here (annotated-<k>.png)")
     p.add_argument("--query-at", type=_query_at, default="end",
                    help="'end' (default: after the last message) or seconds from the bag start")
     p.add_argument("--max-messages", type=int, help="stop after this many messages of the topic")
@@ -61,6 +73,7 @@ def add_bag_commands(sub) -> None:
     p.add_argument("--record-storage", choices=STORAGES,
                    help="storage of --record (default: mcap if it ends in .mcap, else sqlite3)")
     p.add_argument("--json", action="store_true")
+    add_quiet_flag(p)
     p.set_defaults(func=cmd_bag_run)
 
     p = cmds.add_parser("record", help="write a camera bag from a folder of frames or a video")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from pixelis_ros.progress import add_quiet_flag
+
 
 def cmd_bench_tools(args) -> dict:
     from pixelis_ros.bench_tools import bench_tools
@@ -94,10 +96,12 @@ def add_bench_commands(sub) -> None:
     p = bench.add_parser("tools", help="median latency per tool on this machine")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--json", action="store_true")
+    add_quiet_flag(p)
     p.set_defaults(func=cmd_bench_tools)
     p = bench.add_parser("sim", help="simulator speed: scene generation + RGB-D render, task generation per family")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--json", action="store_true")
+    add_quiet_flag(p)
     p.set_defaults(func=cmd_bench_sim)
 
     p = bench.add_parser("policy", help="policy decode speed: torch eager vs ONNX Runtime (CPU, CUDA where present)",
@@ -111,6 +115,7 @@ def add_bench_commands(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="threads per backend (0: the library's default); 1 is fastest for both backends at these sizes")
     p.add_argument("--json", action="store_true")
+    add_quiet_flag(p)
     p.set_defaults(func=cmd_bench_policy)
 
     p = bench.add_parser("sft", help="SFT steps/s, samples/s and peak RSS of the bundled recipe's preset")
@@ -130,6 +135,7 @@ def add_bench_commands(sub) -> None:
     p.add_argument("--episodes", type=int, default=24)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
+    add_quiet_flag(p)
     p.set_defaults(func=cmd_bench_agent)
 
     p = bench.add_parser("ttrl", help="test-time RL: update time (N=4), adapter swap into ONNX Runtime, serving "
@@ -137,6 +143,7 @@ def add_bench_commands(sub) -> None:
     p.add_argument("--runs", type=int, default=5, help="timed updates and swaps (medians)")
     p.add_argument("--episodes", type=int, default=24, help="served episodes per serving-latency run")
     p.add_argument("--json", action="store_true")
+    add_quiet_flag(p)
     p.set_defaults(func=cmd_bench_ttrl)
 
     p = bench.add_parser("node", help="agent node over DDS: camera ingest rate, newest-frame-to-episode-start latency")

@@ -8,6 +8,10 @@ imported at the top: this module loads on every ``pixelis`` start.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+from pixelis_ros.cli.inputs import UsageError
 from pixelis_ros.policy.base import PolicyError
 from pixelis_ros.policy.corpus import CorpusError
 from pixelis_ros.policy.presets import ARCHS, PRESETS, PresetError
@@ -15,9 +19,22 @@ from pixelis_ros.policy.presets import ARCHS, PRESETS, PresetError
 USAGE_ERRORS: tuple[type[Exception], ...] = (PresetError, CorpusError, PolicyError)
 
 
+def clear_out(out: Path, force: bool) -> None:
+    """Refuse a non-empty ``out`` unless ``force``, which empties it: a file left from another model
+    (a shard index, an ``adapter_config.json``) would change what ``from_pretrained`` loads."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not force:
+        raise UsageError(f"--out {out} is not empty; pass --force to replace its contents")
+    shutil.rmtree(out)
+
+
 def cmd_model_build(args) -> dict:
     from pixelis_ros.policy.builder import build_model
 
+    clear_out(Path(args.out), args.force)
     return build_model(args.arch, args.preset, args.out, corpus=args.corpus, seed=args.seed)
 
 
@@ -28,7 +45,8 @@ def add_build(model_sub) -> None:
                                          "(safetensors) and a model card. Loads offline with from_pretrained.")
     p.add_argument("--arch", required=True, choices=ARCHS, help="backbone family")
     p.add_argument("--preset", required=True, choices=sorted({name for _, name in PRESETS}), help="model size")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (new or empty, see --force)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out: its contents are deleted first")
     p.add_argument("--corpus", help="a simulator export folder (or its episodes.jsonl) to train the tokenizer on "
                                     "(default: traces generated from the CoTA grammar)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and the generated corpus")

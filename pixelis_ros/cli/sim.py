@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 
+from pixelis_ros.cli.model_option import add_model_arguments
 from pixelis_ros.node.config import ConfigError
+from pixelis_ros.progress import add_quiet_flag
 from pixelis_ros.sim.suites import SuiteError
 
 USAGE_ERRORS: tuple[type[Exception], ...] = (SuiteError, ConfigError)
@@ -47,72 +49,94 @@ def add_export(sim_sub) -> None:
     p.add_argument("--episodes", type=_positive_int, help="episodes to export (default: the suite's count)")
     p.add_argument("--workers", type=_positive_int, help="worker processes (default: min(2, CPU count))")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_quiet_flag(p)
     p.set_defaults(func=cmd_sim_export)
+
+
+def _policy(args) -> tuple[str, str]:
+    """(what ``--policy``/``--model`` name, the flag that named it): ``--model DIR`` is the same
+    as ``--policy DIR``, the way every model-serving command names a folder."""
+    if args.model is None:
+        return args.policy, "--policy"
+    if args.policy != "model":
+        raise SuiteError(f"--model {args.model} already names the policy; drop --policy {args.policy}")
+    return args.model, "--model"
 
 
 def cmd_sim_bench(args) -> dict:
     from pixelis_ros.sim.bench import answer_prior, markdown, no_tool, oracle, run_bench
     from pixelis_ros.sim.suites import iter_tasks, load_suite
 
+    name, flag = _policy(args)
+    served = None
+    if name not in ("oracle", "noTool"):
+        served = served_model(name, args.backend, flag)  # before the suite renders anything: fails fast
     suite = load_suite(args.suite)
     start = args.seed  # episodes start..start+N-1 of the suite's schedule
-    if args.policy == "oracle":
+    if name == "oracle":
         policy = oracle
-    elif args.policy == "noTool":
+    elif name == "noTool":
         # The prior is learned on episodes the bench does not score.
         policy = no_tool(answer_prior(iter_tasks(suite, args.episodes, start=start + args.episodes)))
     else:
-        policy = _model_policy(args.policy, args.backend)
-    result = run_bench(iter_tasks(suite, args.episodes, start=start), policy)
+        policy = _model_policy(*served, flag)
+    result = run_bench(iter_tasks(suite, args.episodes, start=start), policy, start=start, total=args.episodes)
     result.update(policy=args.policy, suite=suite.name, markdown=markdown(result, args.policy))
+    if served is not None:
+        result.update(backend=served[0], model=served[1])
     return result
 
 
-def model_folder(policy: str, backend: str) -> str:
-    """``--policy model`` is the bundled model (for its backend); anything else a folder as given."""
-    if policy != "model":
-        return policy
-    from pixelis_ros.policy import PolicyError
-    from pixelis_ros.policy.bundled import default_model
-
-    try:
-        return str(default_model(backend))
-    except (PolicyError, OSError) as e:
-        raise SuiteError(f"--policy model: {e}") from None
-
-
-def _model_policy(folder: str, backend: str):
-    """One policy (loaded once) for every task, from a local model folder."""
+def served_model(policy: str, backend: str, flag: str = "--policy") -> tuple[str, str]:
+    """(backend, folder) for ``policy``: ``model`` is the bundled model (for its backend),
+    anything else a folder, whose kind is checked here, before any backend is imported."""
     from pathlib import Path
 
     from pixelis_ros.policy import PolicyError
+    from pixelis_ros.policy.bundled import default_model
+    from pixelis_ros.policy.folder_kind import resolve_backend
+
+    if flag == "--policy" and policy != "model" and not Path(policy).is_dir():
+        raise SuiteError(f"--policy {policy!r}: not 'model', 'oracle', 'noTool' or a model folder")
+    try:
+        backend, folder = resolve_backend(backend, None if policy == "model" else policy)
+        return backend, str(folder or default_model(backend))
+    except (PolicyError, OSError) as e:
+        raise SuiteError(f"{flag} {policy}: {e}") from None
+
+
+def _model_policy(backend: str, folder: str, flag: str):
+    """One policy (loaded once) for every task, from a local model folder."""
+    from pixelis_ros.policy import PolicyError
     from pixelis_ros.policy.registry import load_policy
 
-    folder = model_folder(folder, backend)
-    if not Path(folder).is_dir():
-        raise SuiteError(f"--policy {folder!r}: not 'model', 'oracle', 'noTool' or a model folder")
     try:
         model = load_policy(backend, folder)
     except PolicyError as e:
-        raise SuiteError(f"--policy {folder}: {e}") from None
+        raise SuiteError(f"{flag} {folder}: {e}") from None
     return lambda task: model
 
 
 def add_bench(sim_sub) -> None:
     p = sim_sub.add_parser("bench", help="per-family accuracy, acting success and tool use of a policy on a suite")
     p.add_argument("--suite", required=True, help="a shipped suite name or a suite .yaml path")
-    p.add_argument("--policy", default="model", help="model (the bundled models/pixelis-small) | oracle | noTool | a model folder")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "tensorrt"], help="policy backend for a model folder")
+    p.add_argument("--policy", default="model", help="model (the bundled models/pixelis-small, or --model) | oracle | "
+                                                     "noTool | a model folder")
+    add_model_arguments(p)
     p.add_argument("--episodes", type=_positive_int, default=60, help="episodes to score")
     p.add_argument("--seed", type=int, default=0, help="first episode index of the suite's schedule")
-    p.add_argument("--json", action="store_true", help="print JSON (the Markdown table is in 'markdown')")
+    p.add_argument("--json", action="store_true", help="print JSON (the Markdown table is in 'markdown'; each "
+                                                       "episode answered wrong or off target is in 'failures')")
+    add_quiet_flag(p)
     p.set_defaults(func=cmd_sim_bench)
 
 
 def cmd_sim_loop(args) -> dict:
     from pixelis_ros.ros.sim_loop import sim_loop
 
-    return sim_loop(args.suite, args.episodes, policy=model_folder(args.policy, args.backend), backend=args.backend, domain=args.domain,
+    name, flag = _policy(args)
+    backend, folder = (args.backend, name) if name == "oracle" else served_model(name, args.backend, flag)
+    return sim_loop(args.suite, args.episodes, policy=folder, backend=backend, domain=args.domain,
                     speed=args.speed, start=args.seed, answer_timeout_s=args.answer_timeout)
 
 
@@ -125,13 +149,14 @@ def add_loop(sim_sub) -> None:
     p.add_argument("--suite", default="smoke", help="a shipped suite name or a suite .yaml path")
     p.add_argument("--episodes", type=_positive_int, default=6, help="episodes to play")
     p.add_argument("--seed", type=int, default=0, help="first episode index of the suite's schedule")
-    p.add_argument("--policy", default="model", help="model (the bundled models/pixelis-small), oracle (expert traces "
-                                                     "sent with the queries) or a model folder")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "tensorrt"], help="policy backend for a model folder")
+    p.add_argument("--policy", default="model", help="model (the bundled models/pixelis-small, or --model), oracle "
+                                                     "(expert traces sent with the queries) or a model folder")
+    add_model_arguments(p)
     p.add_argument("--domain", type=int, help="DDS domain (default: one derived from this process id)")
     p.add_argument("--speed", type=float, default=1.0, help="camera streaming speed relative to the clip's frame rate")
     p.add_argument("--answer-timeout", type=float, default=120.0, help="seconds to wait for each answer")
     p.add_argument("--json", action="store_true")
+    add_quiet_flag(p)
     p.set_defaults(func=cmd_sim_loop)
 
 

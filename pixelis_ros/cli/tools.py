@@ -17,6 +17,7 @@ import typing
 from typing import Any, Literal
 
 from pixelis_ros.cli.inputs import UsageError, add_inputs, load
+from pixelis_ros.progress import add_quiet_flag
 from pixelis_ros.tools import TOOLS
 from pixelis_ros.tools.arguments import strip_optional
 
@@ -32,6 +33,9 @@ IMAGE_OUTPUT = ("zoom", "segment")
 
 BACKEND_TOOLS = ("segment", "track")
 """Tools whose backend ``--backend``/``--checkpoint`` choose."""
+
+PROGRESS_TOOLS = ("temporal",)
+"""Tools whose scan over a long video shows a progress bar (``--quiet`` turns it off)."""
 
 FRAME_PREFIX = "frame:"
 
@@ -114,7 +118,7 @@ def cmd_tools(args) -> dict:
         config = dataclasses.replace(config, **{f"{args.tool}_backend": backend, f"{args.tool}_options": options})
     frames = load(args)
     name, arguments = tool_call(args)
-    result = Toolbox(config).run(name, arguments, ToolContext(frames=frames))
+    result = Toolbox(config).run(name, arguments, ToolContext(frames=frames, progress=True))
     if result.error is not None:
         raise UsageError(result.error)
     if getattr(args, "out", None) and result.images:
@@ -134,6 +138,8 @@ def add_tools_commands(sub) -> None:
         flags = [_add_field(p, f, hints[f.name]) for f in fields]
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--budget", type=float, default=120.0, help="time budget in seconds")
+        if name in PROGRESS_TOOLS:
+            add_quiet_flag(p)
         if name in IMAGE_OUTPUT:
             p.add_argument("--out", help="write the tool's output image here")
         if name in BACKEND_TOOLS:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from pixelis_ros.progress import add_quiet_flag
 from pixelis_ros.training.config import ConfigError, DatasetError
 
 USAGE_ERRORS: tuple[type[Exception], ...] = (ConfigError, DatasetError)
@@ -21,7 +22,7 @@ def _recipe_arguments(p, recipes: str, checked: str) -> None:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a recipe field (repeatable)")
     p.add_argument("--check", action="store_true", help=f"validate the recipe ({checked}) without loading weights or "
                                                         "training")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet_flag(p, "--no-progress")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -37,7 +38,7 @@ def cmd_sft(args) -> dict:
     from pixelis_ros.training.sft import train
 
     try:
-        return train(config, resume=args.resume, progress=not args.no_progress)
+        return train(config, resume=args.resume)
     except (ModelFolderError, FileNotFoundError) as e:
         raise ConfigError(str(e)) from None
 
@@ -65,7 +66,7 @@ def cmd_rft(args) -> dict:
     from pixelis_ros.training.rft import train_rft
 
     try:
-        return train_rft(config, progress=not args.no_progress)
+        return train_rft(config)
     except (ModelFolderError, FileNotFoundError) as e:
         raise ConfigError(str(e)) from None
 

@@ -19,10 +19,11 @@ latencies are measured on the monotonic clock.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +31,7 @@ import numpy as np
 
 from pixelis_ros import messages as M
 from pixelis_ros.agent import Agent, AgentLimits
+from pixelis_ros.cota import clip
 from pixelis_ros.episode import Episode
 from pixelis_ros.frames import Frame, FrameBuffer, Frames
 from pixelis_ros.image_codec import ImageDecodeError
@@ -37,6 +39,7 @@ from pixelis_ros.node.config import AgentNodeConfig, ConfigError
 from pixelis_ros.policy.scripted import ScriptedPolicy
 from pixelis_ros.render import render_episode
 from pixelis_ros.tools import ToolError, Toolbox, ToolboxConfig
+from pixelis_ros.tools.base import parse_image_ref
 from pixelis_ros.trace_file import TraceFileError, read_trace
 
 Publish = Callable[[str, object], None]
@@ -44,6 +47,42 @@ TOPICS = {"answer": "std_msgs/msg/String", "detections": "vision_msgs/msg/Detect
           "target": "geometry_msgs/msg/PointStamped", "annotated": "sensor_msgs/msg/Image",
           "diagnostics": "diagnostic_msgs/msg/DiagnosticArray"}
 DEPTH_PAIRING_S = 0.1  # a depth image pairs with the colour frame nearest in time within this
+WARN_EVERY_S = 5.0  # a repeated warning (bad or dropped frames) is logged at most this often
+CLOCK_MISMATCH_S = 3600.0  # frames stamped this far from the node's clock are not in its time base
+Log = Callable[[str, str], None]  # (level: "info" | "warn" | "error", message)
+
+
+# A library logs nowhere until its application says where (``pixelis node`` does: ROS's format
+# on stderr); without this, Python's last-resort handler would print warnings of bag replays.
+logging.getLogger("pixelis_agent").addHandler(logging.NullHandler())
+
+
+def python_log(level: str, message: str) -> None:
+    """The default ``log``: Python logging under ``pixelis_agent`` (the rclpy node uses its logger)."""
+    logging.getLogger("pixelis_agent").log({"info": logging.INFO, "warn": logging.WARNING}.get(level, logging.ERROR),
+                                            message)
+
+
+@dataclass
+class AskGoal:
+    """One goal of the Ask action as the core runs it; the rclpy and DDS nodes fill it from their
+    message and callbacks. Runs on the episode worker in turn with topic queries."""
+
+    question: str
+    frame_stamp: float = 0.0
+    """Answer about the frames stamped at or before this (seconds); 0 = up to the newest."""
+    tools: list[str] = field(default_factory=list)
+    """Tools the policy may call; empty = all the node offers."""
+    max_steps: int = 0
+    """Step cap of this episode; 0 = the node's ``max_steps`` (which also caps a larger value)."""
+    on_step: Callable[[int, dict, float], None] = lambda number, step, elapsed_ms: None
+    """Feedback: (1-based step number, ``StepRecord.to_json()``, ms since the episode started)."""
+    cancelled: Callable[[], bool] = lambda: False
+    """Asked before each step; True ends the episode there (``stop_reason`` "cancelled")."""
+    on_started: Callable[[], None] = lambda: None
+    """The episode is about to start (the goal goes from accepted to executing)."""
+    on_done: Callable[[dict, tuple[float, float, float] | None, float, str], None] = lambda *a: None
+    """The end: (the record published on ``answer``, the target point or None, frame stamp, frame id)."""
 
 
 @dataclass
@@ -60,12 +99,15 @@ class Counters:
     last_frame_age_ms: float = 0.0  # age of the newest frame (by its stamp) when the episode started
     last_arrival_age_ms: float = 0.0  # time since the newest frame reached the buffer, at episode start
     last_error: str = ""
+    goals: int = 0  # Ask action goals accepted
+    cancelled_goals: int = 0
 
 
 def build_policy(config: AgentNodeConfig):
     """The policy the node serves: a ScriptedPolicy replaying ``config.trace`` (demos, tests), else
-    the model folder through its backend (default: the bundled model), else none when only queries
-    that bring their own script are served (``accept_scripts`` and no model)."""
+    the model folder through its backend (default: the bundled model; ``auto``: the backend the
+    folder is for), else none when only queries that bring their own script are served
+    (``accept_scripts`` and no model)."""
     if config.trace:
         try:
             return ScriptedPolicy(read_trace(config.trace))
@@ -74,12 +116,11 @@ def build_policy(config: AgentNodeConfig):
     if config.accept_scripts and not config.model:
         return None
     from pixelis_ros.policy.base import PolicyError
-    from pixelis_ros.policy.bundled import default_model
     from pixelis_ros.policy.registry import load_policy
 
     what = f"parameter 'model' ({config.model or 'the bundled model'}, backend {config.backend})"
     try:
-        return load_policy(config.backend, config.model or default_model(config.backend))
+        return load_policy(config.backend, config.model)  # the folder's kind is checked before any import
     except (PolicyError, OSError, ImportError) as e:
         raise ConfigError(f"{what}: {_bounded(str(e), 600)}") from None
     except Exception as e:  # noqa: BLE001 -- transformers/tokenizers/ORT on a folder the checks let through
@@ -95,11 +136,14 @@ def _bounded(text: str, limit: int) -> str:
 
 
 class AgentNodeCore:
-    def __init__(self, config: AgentNodeConfig, publish: Publish, clock: Callable[[], float] = time.time):
+    def __init__(self, config: AgentNodeConfig, publish: Publish, clock: Callable[[], float] = time.time,
+                 log: Log = python_log):
         config.check()
         self.config = config
         self.publish = publish
         self.clock = clock
+        self.log = log
+        self._warned: dict[str, tuple[float, int]] = {}  # warning kind -> (last logged, suppressed since)
         self.frames = FrameBuffer(config.buffer_frames, config.buffer_mb * 1024 * 1024)
         self.counters = Counters()
         self.camera_k: np.ndarray | None = None
@@ -131,6 +175,11 @@ class AgentNodeCore:
         self.agent = Agent(policy, toolbox, AgentLimits(max_steps=c.max_steps, max_query_chars=c.max_query_chars))
         self._worker = threading.Thread(target=self._serve, name="pixelis-agent", daemon=True)
         self._worker.start()
+        served = (f"script {c.trace}" if c.trace else "scripts brought by the queries" if policy is None
+                  else f"model {getattr(policy, 'folder', None) or c.model or 'bundled'} (backend {c.backend})")
+        self.log("info", f"active: {served}, tools {', '.join(toolbox.enabled)}, max_steps {c.max_steps}"
+                         + (", test-time RL on" if c.ttrl else ""))
+        self.publish_diagnostics()  # a fresh node says it is up before any frame arrives
 
     def _start_ttrl(self, policy):
         """The served policy wrapped for adapter swaps, and the test-time RL worker started."""
@@ -172,23 +221,29 @@ class AgentNodeCore:
                 self.frames.clear()
                 self.counters.time_resets += 1
                 self._error(f"time jumped back from {newest:.3f} s to {stamp:.3f} s: frame buffer cleared "
-                            "(simulation reset, bag loop or camera restart)")
+                            "(simulation reset, bag loop or camera restart)", warn="time_reset")
             self.frames.add(image, stamp, msg.header.frame_id, depth=self._paired_depth(stamp))
             self._frame_arrived = time.monotonic()
             self.counters.frames += 1
+            offset = self.now() - stamp
+            if abs(offset) > CLOCK_MISMATCH_S:
+                self._error(f"frames are stamped {offset:.0f} s from the node's clock: the camera does not stamp in "
+                            "this node's time (set use_sim_time for simulated or replayed time, or fix the camera "
+                            "driver's clock); frame ages and max_frame_age_s are meaningless until then",
+                            warn="clock_mismatch")
         except ImageDecodeError as e:
             self.counters.bad_images += 1
-            self._error(f"bad image message: {e}")
+            self._error(f"bad image message: {e}", warn="bad_image")
         except ValueError as e:  # out of order or too large for the buffer
             self.counters.dropped_frames += 1
-            self._error(f"frame dropped: {e}")
+            self._error(f"frame dropped: {e}", warn="dropped_frame")
 
     def on_depth(self, msg) -> None:
         try:
             depth = M.image_from_msg(msg)
         except ImageDecodeError as e:
             self.counters.bad_images += 1
-            self._error(f"bad depth message: {e}")
+            self._error(f"bad depth message: {e}", warn="bad_depth")
             return
         metres = depth.astype(np.float32) / 1000.0 if depth.dtype == np.uint16 else depth.astype(np.float32)
         self._depth = (M.stamp_seconds(msg.header), metres)
@@ -218,7 +273,24 @@ class AgentNodeCore:
             self.counters.rejected_queries += 1
             self._answer_error(str(text)[:200], problem)
             return
-        self._queries.put((text, time.monotonic(), script))
+        self._queries.put((text, time.monotonic(), script, None))
+
+    def submit_goal(self, goal: AskGoal) -> str | None:
+        """Queue an Ask goal; the reason it is refused (the goal is then rejected), else None."""
+        problem = self._check_query(goal.question)
+        if problem is None and goal.tools:
+            try:
+                self.agent.toolbox.subset(goal.tools)
+            except ToolError as e:
+                problem = f"goal tools: {e}"
+        if problem is not None:
+            self.counters.rejected_queries += 1
+            self.log("warn", f"goal rejected: {problem}")
+            return problem
+        self.counters.queries += 1
+        self.counters.goals += 1
+        self._queries.put((goal.question, time.monotonic(), None, goal))
+        return None
 
     def on_bad_query(self, problem: str) -> None:
         """A query message that could not be read at all (e.g. a string that is not UTF-8)."""
@@ -246,50 +318,108 @@ class AgentNodeCore:
             job = self._queries.get()
             if job is None:
                 return
-            self.run_query(*job)
+            self._run(*job)
 
-    def run_query(self, text: str, received: float | None = None, script: str | None = None) -> Episode | None:
-        """Run one episode on the current frames and publish its outputs (the worker calls this;
-        bag replays call it directly). ``received``: ``time.monotonic()`` when the query arrived;
-        ``script``: a CoTA script to replay instead of the node's policy."""
+    def run_query(self, text: str, script: str | None = None, goal: AskGoal | None = None) -> Episode | None:
+        """Run one query now, on the calling thread, and publish its outputs (bag replays; the
+        nodes queue theirs for the worker). ``script``: a CoTA script instead of the policy."""
+        self.counters.queries += 0 if goal is not None else 1  # a goal was counted when submitted
+        return self._run(text, time.monotonic(), script, goal)
+
+    def _run(self, text: str, received: float, script: str | None, goal: AskGoal | None) -> Episode | None:
+        """One episode on the current frames (up to the goal's stamp), its outputs published.
+        ``received``: ``time.monotonic()`` when the query arrived."""
+        goal = goal or AskGoal(text)
         frames = self.frames.snapshot()
+        if goal.frame_stamp and len(frames):
+            frames = Frames([f for f in frames if f.stamp <= goal.frame_stamp + 1e-6])
+            if len(frames) == 0:
+                return self._goal_error(goal, text, f"no buffered frame is stamped at or before {goal.frame_stamp:.3f} s")
         if len(frames) == 0:
-            self._answer_error(text, "no camera frame has been received yet")
-            return None
+            return self._goal_error(goal, text, "no camera frame has been received yet")
         if script is None and self.agent.policy is None:
-            self._answer_error(text, "this node has no policy: the query must bring a script (accept_scripts)")
-            return None
+            return self._goal_error(goal, text, "this node has no policy: the query must bring a script (accept_scripts)")
+        if goal.cancelled():
+            self.counters.cancelled_goals += 1
+            return self._goal_error(goal, text, "cancelled before it started", stop_reason="cancelled")
         started = time.monotonic()
-        received = received or started
         self.counters.last_queue_ms = (started - received) * 1000
         self.counters.last_frame_age_ms = (self.now() - frames[-1].stamp) * 1000
         self.counters.last_arrival_age_ms = (started - self._frame_arrived) * 1000
-        agent = self.agent if script is None else Agent(ScriptedPolicy(script), self.agent.toolbox, self.agent.limits)
-        episode = agent.run(text, frames)
+        agent = self._agent_for(script, goal)
+        goal.on_started()
+        steps: list = []
+
+        def on_step(record) -> None:
+            steps.append(record)
+            goal.on_step(len(steps), record.to_json(), (time.monotonic() - started) * 1000)
+
+        episode = agent.run(text, frames, on_step=on_step, cancelled=goal.cancelled)
         self.counters.episodes += 1
+        self.counters.cancelled_goals += episode.stop_reason == "cancelled"
         self.counters.last_error = episode.error or ""  # diagnostics show the latest news, not old errors
         self.counters.last_latency_ms = (time.monotonic() - received) * 1000
-        self._publish_episode(episode, frames)
+        record, target = self._publish_episode(episode, frames)
+        self.log("info", f"query {clip(text, 120)} -> {clip(str(episode.answer), 120)} ({episode.stop_reason}, "
+                         f"{len(episode.records)} steps, {self.counters.last_latency_ms:.0f} ms)"
+                         + (f": {clip(episode.error, 200)}" if episode.error else ""))
+        goal.on_done(record, target, frames[-1].stamp, frames[-1].frame_id)
         if self.ttrl is not None and script is None and episode.error is None:
             self.ttrl.submit(text, frames)
         return episode
 
-    def _publish_episode(self, episode: Episode, frames: Frames) -> None:
+    def _agent_for(self, script: str | None, goal: AskGoal) -> Agent:
+        """The node's agent, or one with the script's policy, the goal's tools or step cap."""
+        agent = self.agent
+        if script is None and not goal.tools and not goal.max_steps:
+            return agent
+        limits = agent.limits
+        if goal.max_steps:
+            limits = AgentLimits(max_steps=min(goal.max_steps, limits.max_steps), max_episode_pixels=limits.max_episode_pixels,
+                                 max_query_chars=limits.max_query_chars)
+        policy = ScriptedPolicy(script) if script is not None else agent.policy
+        return Agent(policy, agent.toolbox.subset(goal.tools) if goal.tools else agent.toolbox, limits)
+
+    def _goal_error(self, goal: AskGoal, text: str, message: str, stop_reason: str = "error") -> None:
+        record = self._answer_error(text, message)
+        goal.on_done({**record, "stop_reason": stop_reason}, None, 0.0, "")
+        return None
+
+    def _publish_episode(self, episode: Episode, frames: Frames) -> tuple[dict, tuple[float, float, float] | None]:
+        """Publish an episode's outputs; the answer record and the target point (or None)."""
         frame = frames[-1]
         stamp, frame_id = frame.stamp, frame.frame_id
         record = {"query": episode.query, "answer": episode.answer, "action": episode.action,
                   "stop_reason": episode.stop_reason, "error": episode.error,
                   "frame": {"stamp": stamp, "frame_id": frame_id}, "latency_ms": round(self.counters.last_latency_ms, 2),
-                  "trace": episode.to_json()}
+                  "queue_ms": round(self.counters.last_queue_ms, 2), "trace": episode.to_json()}
         self.publish("answer", M.answer_msg(record))
-        grounded = [episode.to_frame(d) + (d.label, d.score) for d in episode.detections]
-        boxes = [(label, box, score if score is not None else 1.0) for ref, box, label, score in grounded if ref.startswith("frame:")]
-        self.publish("detections", M.detections_msg(boxes, stamp, frame_id))
+        self.publish("detections", M.detections_msg(self._current_boxes(episode, frames), stamp, frame_id))
+        target = None
         if episode.action:
-            self.publish("target", M.point_msg(*self._target_point(episode.action["point_2d"], frame), stamp, frame_id))
+            target = self._target_point(episode.action["point_2d"], frame)
+            self.publish("target", M.point_msg(*target, stamp, frame_id))
         if self.config.publish_annotated:
             self.publish("annotated", M.image_msg(render_episode(episode, frames), stamp, frame_id))
         self.publish_diagnostics()
+        return record, target
+
+    @staticmethod
+    def _current_boxes(episode: Episode, frames: Frames) -> list[tuple[str, tuple, float]]:
+        """(label, box, score) of the detections in the newest frame, the one the message's
+        header names: a track's boxes in earlier frames stay in the trace only."""
+        newest = len(frames) - 1
+        boxes = []
+        for det in episode.detections:
+            ref, box = episode.to_frame(det)
+            try:
+                kind, value = parse_image_ref(ref)
+                index = frames.index_at(value) if isinstance(value, float) else frames.index_of(value)
+            except (ToolError, LookupError):
+                continue
+            if kind == "frame" and index == newest:
+                boxes.append((det.label, box, det.score if det.score is not None else 1.0))
+        return boxes
 
     def _target_point(self, point, frame: Frame) -> tuple[float, float, float]:
         """3D in the camera frame when depth and intrinsics exist; else pixel x, y and z = 0."""
@@ -324,14 +454,27 @@ class AgentNodeCore:
             return f"the newest camera frame is {age:.2f} s old (max_frame_age_s={self.config.max_frame_age_s:g}); is the camera running?"
         return None
 
-    def _answer_error(self, query: str, message: str) -> None:
+    def _answer_error(self, query: str, message: str) -> dict:
         self.counters.last_error = message
-        self.publish("answer", M.answer_msg({"query": query, "answer": None, "error": message}))
+        record = {"query": query, "answer": None, "error": message}
+        self.publish("answer", M.answer_msg(record))
         self.publish_diagnostics()
+        self.log("warn", f"query {clip(str(query), 120)} not answered: {message}")
+        return record
 
-    def _error(self, message: str) -> None:
+    def _error(self, message: str, warn: str | None = None) -> None:
+        """Record an error for the diagnostics; ``warn``: also log it, at most every
+        ``WARN_EVERY_S`` per kind (a broken camera must not flood the log)."""
         self.counters.last_error = message
         self.publish_diagnostics()
+        if warn is not None:
+            now = time.monotonic()
+            last, suppressed = self._warned.get(warn, (-WARN_EVERY_S, 0))
+            if now - last < WARN_EVERY_S:
+                self._warned[warn] = (last, suppressed + 1)
+                return
+            self._warned[warn] = (now, 0)
+            self.log("warn", message + (f" ({suppressed} more like it since the last warning)" if suppressed else ""))
 
     def publish_diagnostics(self) -> None:
         c = self.counters

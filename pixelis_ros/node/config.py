@@ -14,6 +14,7 @@ import inspect
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from pixelis_ros.policy.folder_kind import BACKEND_CHOICES
 from pixelis_ros.yaml_input import YamlInputError, read_yaml
 
 
@@ -43,7 +44,9 @@ class NodeParameters:
         unknown = sorted(map(str, set(params) - set(known)))
         if unknown:
             shown = str(unknown[:10])[:200] + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-            raise ConfigError(f"unknown {cls.NODE} parameter(s) {shown}; known: {sorted(known)}")
+            hint = ("; topics are not parameters: remap them (--ros-args -r image:=/camera/image_raw, or the launch "
+                    "files' image:=... arguments)") if any(n.endswith("_topic") for n in unknown) else ""
+            raise ConfigError(f"unknown {cls.NODE} parameter(s) {shown}; known: {sorted(known)}{hint}")
         config = cls(**{name: _coerce(name, known[name].default, value) for name, value in params.items()})
         config.check()
         return config
@@ -79,8 +82,10 @@ class AgentNodeConfig(NodeParameters):
     """Local model folder for the policy (a trained model folder, or ``pixelis export onnx`` output);
     empty = the bundled ``models/pixelis-small`` (its ONNX export, cached on first use, for onnx),
     or no model when ``accept_scripts`` is on (every query brings its script)."""
-    backend: str = "torch"
-    """Policy backend for ``model``: torch, onnx or tensorrt."""
+    backend: str = "auto"
+    """Policy backend for ``model``: auto (the one the folder is for: an ONNX export has
+    manifest.json, a torch checkpoint config.json + model.safetensors; torch for the bundled
+    model), torch, onnx or tensorrt."""
     trace: str = ""
     """A CoTA script replayed by the ScriptedPolicy instead of the model (demos, tests); wins over ``model``."""
     image_reliability: str = "best_effort"
@@ -125,8 +130,9 @@ class AgentNodeConfig(NodeParameters):
     def check(self) -> None:
         if self.image_reliability not in ("best_effort", "reliable"):
             raise ConfigError(f"parameter 'image_reliability' must be best_effort or reliable, got {self.image_reliability!r}")
-        if self.backend not in ("torch", "onnx", "tensorrt"):
-            raise ConfigError(f"parameter 'backend' must be torch, onnx or tensorrt, got {self.backend!r}")
+        if self.backend not in BACKEND_CHOICES:
+            raise ConfigError(f"parameter 'backend' must be torch, onnx or tensorrt, or auto (read from the model "
+                              f"folder), got {self.backend!r}")
         for name in ("buffer_frames", "buffer_mb", "max_steps", "max_query_chars"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"parameter '{name}' must be >= 1, got {getattr(self, name)}")

@@ -34,6 +34,7 @@ import numpy as np
 from pixelis_ros import messages as M
 from pixelis_ros.frames import Frame
 from pixelis_ros.node.config import SimNodeConfig
+from pixelis_ros.sim.failures import failures
 from pixelis_ros.sim.families import Task
 
 Publish = Callable[[str, object], None]
@@ -64,12 +65,11 @@ def summarize(results: list[dict]) -> dict:
         families[name] = {"episodes": len(rows), "accuracy": round(statistics.fmean(r["correct"] for r in rows), 4),
                           "acting_success": round(statistics.fmean(r["hit"] for r in rows), 4)}
     n = len(results)
-    failures = [{k: r[k] for k in ("index", "family", "question", "truth", "answer", "hit", "error")}
-                for r in results if not (r["correct"] and r["hit"])]
     return {"episodes": n, "answered": sum(r["answered"] for r in results),
             "accuracy": round(sum(r["correct"] for r in results) / n, 4) if n else 0.0,
             "acting_success": round(sum(r["hit"] for r in results) / n, 4) if n else 0.0,
-            "latency_ms": {"p50": pct(50), "p99": pct(99)}, "families": families, "failures": failures}
+            "latency_ms": {"p50": pct(50), "p99": pct(99)}, "families": families,
+            "failures": failures(results)}
 
 
 class SimNodeCore:
@@ -149,14 +149,17 @@ class SimNodeCore:
             self.task, self.camera = task, self._world.scene.camera
         return task
 
-    def run(self, on_result: Callable[[dict], None] | None = None) -> dict:
-        """Play the configured episodes; returns ``summarize`` of their results."""
+    def run(self, on_result: Callable[[dict], None] | None = None, show_progress: bool = False) -> dict:
+        """Play the configured episodes; returns ``summarize`` of their results. ``show_progress``:
+        a bar on stderr by ``progress``'s rule (``pixelis sim loop``; a node on its own stays quiet)."""
+        from pixelis_ros.progress import progress
+
         c = self.config
         n = c.episodes or max(0, self.suite.episodes - c.start)
         results = []
         self.open()
         try:
-            for i in range(c.start, c.start + n):
+            for i in progress(range(c.start, c.start + n), desc="sim loop", unit="episode", enabled=None if show_progress else False):
                 result = self.play(i, self.load(i))
                 results.append(result)
                 self.publish("episode", M.string_msg(json.dumps(result)))

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelis_ros.progress import progress as progress_bar
+
 MESSAGES = [{"role": "user", "content": [{"type": "image", "image": "frame:-1"},
                                          {"type": "text", "text": "Read the sign on the red square."}]}]
 
@@ -168,6 +170,7 @@ def bench_policy(arch: str = "qwen2_5_vl", presets: tuple[str, ...] = ("tiny", "
 
     backends = backends or backends_here()
     rows = []
+    bar = progress_bar(total=len(presets) * len(backends), desc="bench policy", unit="run")
     with tempfile.TemporaryDirectory(prefix="pixelis-bench-") as tmp:
         for preset in presets:
             model = Path(tmp) / f"{arch}-{preset}"
@@ -176,6 +179,8 @@ def bench_policy(arch: str = "qwen2_5_vl", presets: tuple[str, ...] = ("tiny", "
             for backend in backends:
                 row = _spawn(backend, model, model.with_name(model.name + "-onnx"), new_tokens, repeats, threads)
                 rows.append({"backend": backend, "preset": preset, **row})
+                bar.update(1)
+    bar.close()
     ratios = {}
     for row in rows:
         base = next(r for r in rows if r["preset"] == row["preset"] and r["backend"] == "torch")

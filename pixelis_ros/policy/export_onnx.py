@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,9 +72,11 @@ def load_for_export(model_dir: Path, adapter: str | None, lora: str = "merged"):
     """The model in float32 eval mode, the LoRA merged (or, in adapters mode, left out and read
     as a ``PeftLora`` for the decoder's inputs); clear errors for folders that cannot load."""
     from transformers import AutoModelForImageTextToText
+    from transformers.utils import logging as hf_logging
 
     from pixelis_ros.policy.model_folder import check_model_folder
 
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar would land in the command's stderr
     arch = check_model_folder(model_dir).arch  # names the missing file / foreign architecture
     model = AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True, dtype="float32",
                                                         use_safetensors=True, attn_implementation="eager")
@@ -94,7 +97,10 @@ def load_for_export(model_dir: Path, adapter: str | None, lora: str = "merged"):
 
         if not (Path(adapter) / "adapter_config.json").is_file():
             raise ExportError(f"{Path(adapter) / 'adapter_config.json'} is missing: --adapter must be a peft adapter folder")
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        from pixelis_ros.policy.hf import peft_wrapping
+
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     return model.eval(), arch, None
 
 
@@ -129,9 +135,14 @@ def _export(module, args: tuple, path: Path, input_names, output_names, dynamic_
     import torch
 
     module.eval()  # the graph wrappers are fresh nn.Modules, in training mode until told otherwise
-    program = torch.onnx.export(module, args, dynamo=True, input_names=input_names, output_names=output_names,
-                                dynamic_shapes=dynamic_shapes, opset_version=config.opset, optimize=True,
-                                verbose=False)
+    with warnings.catch_warnings():
+        # Inputs sharing a dynamic axis share its name on purpose (e.g. "seq"): the exporter warns
+        # once per such name that it keeps one, which is what we want.
+        warnings.filterwarnings("ignore", message=r"# The axis name: \w+ will not be used, since it shares the same "
+                                                  r"shape constraints", category=UserWarning, module=r"torch\.onnx\.")
+        program = torch.onnx.export(module, args, dynamo=True, input_names=input_names, output_names=output_names,
+                                    dynamic_shapes=dynamic_shapes, opset_version=config.opset, optimize=True,
+                                    verbose=False)
     for value in program.model.graph.inputs:
         if defaults and value.name in defaults:
             value.const_value = ir.tensor(defaults[value.name], name=value.name)

@@ -16,6 +16,8 @@ call uses the heads' box. Sampling N trajectories returns per-token log-probabil
 from __future__ import annotations
 
 import contextlib
+import warnings
+from collections.abc import Iterator
 from functools import partial
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +39,17 @@ from pixelis_ros.policy.turn import check_heads_mode, check_options, finish_turn
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 """LoRA goes on the language model's projections only (the vision tower stays frozen)."""
+
+
+@contextlib.contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """Around peft wrapping a model (``get_peft_model``, ``PeftModel.from_pretrained``): peft reads
+    transformers' deprecated ``is_gradient_checkpointing`` there, and the FutureWarning that
+    transformers then prints on every adapter load is about peft's code, which no user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning,
+                                module=r"transformers\.modeling_utils")
+        yield
 
 
 @dataclass(frozen=True)
@@ -128,7 +141,8 @@ class HFPolicy:
         if self._peft():
             self.model.add_adapter(name, config)
         else:
-            self.model = get_peft_model(self.model, config, adapter_name=name)
+            with peft_wrapping():
+                self.model = get_peft_model(self.model, config, adapter_name=name)
         self.set_adapter(name)
 
     def load_adapter(self, path: str | Path, name: str | None = None) -> str:
@@ -147,7 +161,8 @@ class HFPolicy:
         if self._peft():
             self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
         else:
-            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+            with peft_wrapping():
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
         self.model.eval()
         self.set_adapter(name)
         return name

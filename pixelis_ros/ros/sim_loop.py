@@ -50,7 +50,7 @@ def sim_loop(suite: str, episodes: int, policy: str = "oracle", backend: str = "
                         raise ConfigError(f"the agent node did not come up (exit status {agent.poll()}): "
                                           f"{agent_log.read()[-2000:].strip() or 'no output'}")
                 t0 = time.monotonic()
-                summary = sim.core.run()
+                summary = sim.core.run(show_progress=True)
                 wall = time.monotonic() - t0
         finally:
             agent.send_signal(signal.SIGINT)

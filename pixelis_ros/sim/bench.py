@@ -4,7 +4,9 @@ answers right, hits the acting target, and how it uses the tools.
 Policies: ``oracle`` replays each task's expert trace (the real tools run again on the same
 pixels), so its accuracy is the ceiling the tools allow; ``noTool`` answers every question with
 the most frequent answer for its question type, learned on a disjoint set of seeds, without
-looking — the floor. A model folder is served by a policy backend (``torch``, ``onnx``).
+looking — the floor. A model folder is served by a policy backend (``torch``, ``onnx``; read from
+the folder by default). Scores say how often; ``failures`` says which episodes (question, truth,
+answer, error), in the shape ``pixelis sim loop`` reports them, so a regression can be read.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Callable, Iterable
 from pixelis_ros.agent import Agent
 from pixelis_ros.episode import Episode
 from pixelis_ros.policy.scripted import ScriptedPolicy
+from pixelis_ros.progress import progress as progress_bar
+from pixelis_ros.sim.failures import failures
 from pixelis_ros.sim.families import Task
 from pixelis_ros.tools import Toolbox
 from pixelis_ros.tools.arguments import ArgumentError
@@ -59,18 +63,26 @@ def _call_stats(episode: Episode, toolbox: Toolbox) -> tuple[int, int, int]:
 
 
 def run_bench(tasks: Iterable[Task], policy: PolicyFactory, toolbox: Toolbox | None = None,
-              on_episode: Callable[[Task, Episode], None] | None = None) -> dict:
-    """Per-family scores of ``policy`` on ``tasks``; ``on_episode(task, episode)`` sees each episode."""
+              on_episode: Callable[[Task, Episode], None] | None = None, start: int = 0,
+              total: int | None = None) -> dict:
+    """Per-family scores of ``policy`` on ``tasks`` and the episodes it failed (``failures``, as
+    ``pixelis sim loop`` reports them; ``start``: the schedule index of the first task; ``total``:
+    how many tasks there are, for the progress bar);
+    ``on_episode(task, episode)`` sees each episode."""
     toolbox = toolbox or Toolbox()
     rows: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for task in tasks:
+    results = []
+    for index, task in enumerate(progress_bar(tasks, total=total, desc="bench", unit="episode"), start):
         episode = Agent(policy(task), toolbox).run(task.question, task.frames)
         if on_episode is not None:
             on_episode(task, episode)
         calls, valid, failed = _call_stats(episode, toolbox)
+        correct, hit = task.is_correct(episode.answer), task.hit(episode.action)
+        results.append({"index": index, "family": task.family, "question": task.question, "truth": task.answer,
+                        "answer": episode.answer, "correct": correct, "hit": hit, "error": episode.error})
         row = rows[task.family]
-        row["correct"].append(task.is_correct(episode.answer))
-        row["hit"].append(task.hit(episode.action))
+        row["correct"].append(correct)
+        row["hit"].append(hit)
         row["chain"].append(sum(r.turn.call is not None for r in episode.records))
         row["calls"].append(calls)
         row["valid"].append(valid)
@@ -90,7 +102,7 @@ def run_bench(tasks: Iterable[Task], policy: PolicyFactory, toolbox: Toolbox | N
             "episodes": len(r["correct"]),
         }
     mean = round(statistics.fmean(f["accuracy"] for f in families.values()), 4) if families else 0.0
-    return {"families": families, "mean_accuracy": mean}
+    return {"families": families, "mean_accuracy": mean, "failures": failures(results)}
 
 
 def markdown(result: dict, policy: str) -> str:

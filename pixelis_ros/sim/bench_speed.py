@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from pixelis_ros.progress import progress as progress_bar
 from pixelis_ros.sim.families import FAMILIES, make_task
 from pixelis_ros.sim.scene import generate_scene
 from pixelis_ros.sim.world import World
@@ -31,7 +32,7 @@ def bench_sim(repeats: int = 20, tasks_per_family: int = 5) -> dict:
                                     "rgbd_render_with_gt_boxes": []}
     world.load(generate_scene(0))
     world.render(0.0)  # warm-up
-    for seed in range(repeats):
+    for seed in progress_bar(range(repeats), desc="bench sim: scenes", unit="scene"):
         t = time.perf_counter()
         frame.copy()
         rows["baseline_copy_640x480"].append(time.perf_counter() - t)
@@ -46,7 +47,7 @@ def bench_sim(repeats: int = 20, tasks_per_family: int = 5) -> dict:
         rows["rgbd_render_with_gt_boxes"].append(time.perf_counter() - t)
     toolbox = Toolbox()
     per_family = {}
-    for name in sorted(FAMILIES):
+    for name in progress_bar(sorted(FAMILIES), desc="bench sim: tasks", unit="family"):
         samples = []
         for seed in range(tasks_per_family):
             t = time.perf_counter()

@@ -40,12 +40,12 @@ from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
 from pixelis_ros.cota import to_messages
+from pixelis_ros.progress import progress as progress_bar
 from pixelis_ros.sim.suites import Suite, family_schedule, make_episode
 from pixelis_ros.tools import Toolbox, ToolboxConfig
 
@@ -176,12 +176,12 @@ def _clear(out: Path) -> None:
 
 
 def export_suite(suite: Suite, out: str | os.PathLike, episodes: int | None = None, workers: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> dict:
+                 progress: bool = True) -> dict:
     """Export episodes 0..episodes-1 (default ``suite.episodes``) of ``suite`` to ``out``.
 
     ``workers`` processes (default ``min(2, cpu_count)``; 1 runs in this process) share the
-    episodes. ``progress(done, total)`` is called after each episode. Returns the summary
-    ``{"out", "episodes", "families", "oracle_accuracy", "seconds", "workers"}``.
+    episodes; ``progress`` allows a bar over them (shown by ``pixelis_ros.progress``'s rule).
+    Returns the summary ``{"out", "episodes", "families", "oracle_accuracy", "seconds", "workers"}``.
     """
     n = suite.episodes if episodes is None else episodes
     if n < 1:
@@ -200,6 +200,7 @@ def export_suite(suite: Suite, out: str | os.PathLike, episodes: int | None = No
     failed_episodes: Counter = Counter()
     failures: Counter = Counter()
     seconds: dict[str, float] = defaultdict(float)
+    bar = progress_bar(total=n, desc=f"export {suite.name}", unit="episode", enabled=None if progress else False)
     with open(out / "episodes.jsonl", "w", encoding="utf-8", newline="\n") as f:
         def take(result: dict) -> None:
             fam = result["family"]
@@ -209,8 +210,7 @@ def export_suite(suite: Suite, out: str | os.PathLike, episodes: int | None = No
             failed_episodes[fam] += result["failures"] > 0
             failures[fam] += result["failures"]
             seconds[fam] += result["seconds"]
-            if progress is not None:
-                progress(sum(counts.values()), n)
+            bar.update(1)
 
         if workers == 1:
             exporter = _Exporter(suite, out)
@@ -228,6 +228,7 @@ def export_suite(suite: Suite, out: str | os.PathLike, episodes: int | None = No
                                                              initializer=_init_worker, initargs=(suite, str(out))) as pool:
                 for result in pool.map(_run_job, jobs, chunksize=chunk):
                     take(result)
+    bar.close()
     elapsed = time.perf_counter() - t0
     order = [fam for fam in suite.families if counts[fam]]
     accuracy = {fam: round(correct[fam] / counts[fam], 4) for fam in order}

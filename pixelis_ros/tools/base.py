@@ -108,6 +108,7 @@ class ToolContext:
     observations: list[np.ndarray] = field(default_factory=list)
     max_image_pixels: int = 4096 * 4096
     deadline: float = float("inf")  # time.monotonic() after which loops should stop early
+    progress: bool = False  # a bar over long scans (``pixelis tools``); in an episode, the steps are the progress
 
     def image(self, ref: str) -> np.ndarray:
         """Resolve ``frame:<index>``, ``frame:<seconds>s`` or ``obs:<k>`` to an RGB uint8 image."""

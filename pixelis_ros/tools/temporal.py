@@ -27,6 +27,7 @@ from pixelis_ros.boxes import int_box
 from pixelis_ros.cota import is_blank
 from pixelis_ros.frames import Frame
 from pixelis_ros.image_codec import to_rgb8
+from pixelis_ros.progress import progress as progress_bar
 from pixelis_ros.tools.arguments import Box, arg
 from pixelis_ros.tools.base import Detection, Tool, ToolContext, ToolError, ToolResult, register_tool
 from pixelis_ros.tools.colour import colour_mask
@@ -150,7 +151,8 @@ class TemporalTool(Tool):
             self._ocr = OCRTool()
         pattern = re.compile(r"(?<![0-9a-z])" + re.escape(value.strip().lower()) + r"(?![0-9a-z])")
         flags = []
-        for f in frames:
+        bar = progress_bar(frames, desc="temporal: reading frames", unit="frame", enabled=None if ctx.progress else False)
+        for f in bar:
             ctx.check_time_left("temporal text scan")
             lines = self._ocr.read(to_rgb8(f.image), region)
             flags.append(bool(pattern.search(" ".join(t for t, _, _ in lines).lower())))

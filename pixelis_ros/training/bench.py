@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pixelis_ros.progress import progress as progress_bar
+
 
 def _peak_rss_mb() -> float:
     from pixelis_ros.policy.bench import _peak_rss_mb as peak
@@ -84,7 +86,7 @@ def bench_agent(episodes: int = 24, threads: int = 1, suite: str = "test") -> di
     rows = {}
     for name, policy in policies.items():
         total, generate, correct = [], [], 0
-        for task in tasks:
+        for task in progress_bar(tasks, desc=f"bench agent: {name}", unit="episode"):
             episode = Agent(policy, toolbox).run(task.question, task.frames)
             total.append(episode.total_ms)
             generate.append(sum(r.generate_ms for r in episode.records))

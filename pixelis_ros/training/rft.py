@@ -25,6 +25,7 @@ import json
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -143,6 +144,7 @@ def train_rft(config: RFTConfig, progress: bool = True) -> dict:
     from accelerate.utils import set_seed
     from tqdm import tqdm
 
+    from pixelis_ros.progress import progress as progress_bar
     from pixelis_ros.sim.suites import iter_tasks, load_suite
     from pixelis_ros.tools import Toolbox
 
@@ -171,8 +173,8 @@ def train_rft(config: RFTConfig, progress: bool = True) -> dict:
     toolbox = Toolbox()
     pad_id = policy.tokenizer.pad_token_id if policy.tokenizer.pad_token_id is not None else policy.pad_id
     watch = CollapseWatch(config.collapse_window)
-    bar = tqdm(total=config.max_steps, disable=not (progress and accelerator.is_main_process), desc="rft",
-               dynamic_ncols=True, file=sys.stderr)
+    bar = progress_bar(total=config.max_steps, desc="rft",
+                       enabled=None if progress and accelerator.is_main_process else False)
     history: list[dict] = []
     t_start, rollouts = time.monotonic(), 0
     if accelerator.is_main_process:
@@ -222,7 +224,12 @@ def train_rft(config: RFTConfig, progress: bool = True) -> dict:
                 accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad()
-        scheduler.step()
+        with warnings.catch_warnings():
+            # A step whose groups gave no gradient (every advantage 0) has no optimizer step, yet the
+            # warm-up counts RL steps on purpose: torch's "scheduler before optimizer" warning is moot.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before "
+                                                      r"`optimizer\.step\(\)`", category=UserWarning)
+            scheduler.step()
         model.eval()
         row = {"step": step, **_step_metrics(groups, toolbox), "kl": kl_sum / count if config.beta else None,
                "pointer_entropy": statistics.fmean(entropies) if entropies else None, "loss": loss_value,
@@ -308,7 +315,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
             if any(v is not None for v in values):
                 ax.plot(steps, [v if v is not None else float("nan") for v in values], label=key)
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a panel whose metrics were all None has nothing to name
+            ax.legend(fontsize=7)
     fig.suptitle("CC-RFT: rewards, tool use and the KL anchor per step")
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -46,7 +46,9 @@ def lr_lambda(config: SFTConfig):
 
 def load_backbone(config: SFTConfig):
     from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards": ours is the training bar
     folder = check_model_folder(config.model)
     processor = AutoProcessor.from_pretrained(config.model, local_files_only=True)
     dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
@@ -56,10 +58,11 @@ def load_backbone(config: SFTConfig):
     if config.lora_r:
         from peft import LoraConfig, get_peft_model
 
-        from pixelis_ros.policy.hf import LORA_TARGETS
+        from pixelis_ros.policy.hf import LORA_TARGETS, peft_wrapping
 
-        model = get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
-                                                 lora_dropout=config.lora_dropout, target_modules=LORA_TARGETS))
+        with peft_wrapping():
+            model = get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                                                     lora_dropout=config.lora_dropout, target_modules=LORA_TARGETS))
     return folder.arch, processor, model
 
 
@@ -88,7 +91,8 @@ def train(config: SFTConfig, resume: bool = False, progress: bool = True) -> dic
     """Run the recipe; returns the summary written to ``output_dir/summary.json``."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import set_seed
-    from tqdm import tqdm
+
+    from pixelis_ros.progress import progress as progress_bar
 
     torch.set_num_threads(config.threads)
     # Heads a batch has no target for (point, time) get no gradient: DDP must be told. Without a
@@ -125,8 +129,8 @@ def train(config: SFTConfig, resume: bool = False, progress: bool = True) -> dic
     pad_id = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else 0
     merge = processor.image_processor.merge_size
     rank, world = accelerator.process_index, accelerator.num_processes
-    bar = tqdm(total=config.max_steps, initial=step, disable=not (progress and accelerator.is_main_process),
-               desc="sft", dynamic_ncols=True)
+    bar = progress_bar(total=config.max_steps, initial=step, desc="sft",
+                       enabled=None if progress and accelerator.is_main_process else False)
     t_start, step_t0, skipped, samples = time.monotonic(), time.monotonic(), 0, 0
     window: list[dict] = []
     model.train()

@@ -18,6 +18,8 @@ import statistics
 import threading
 import time
 
+from pixelis_ros.progress import progress as progress_bar
+
 
 def _p99(values: list[float]) -> float:
     ordered = sorted(values)
@@ -64,7 +66,7 @@ def bench_ttrl(runs: int = 5, episodes: int = 12) -> dict:
     item = ttrl.memory.add(task.question, vector)
     start = (ttrl.learner.state(TRAINED), ttrl.learner.state(ANCHOR))
     update_s = []
-    for _ in range(runs):
+    for _ in progress_bar(range(runs), desc="bench ttrl: updates", unit="update"):
         ttrl.learner.load_state(start[0], TRAINED)
         ttrl.learner.load_state(start[1], ANCHOR)
         t0 = time.perf_counter()

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
+
+from pixelis_ros.progress import progress as progress_bar
 
 STREAMS = ("suite", "distractor", "wrong-majority")
 
@@ -61,7 +62,6 @@ def _tasks(suite_name: str, episodes: int, start: int, stream: str, probe) -> li
 def run_stream(config, model: str | None, suite: str, episodes: int, start: int = 0, stream: str = "suite",
                out: str | Path | None = None, progress: bool = True) -> dict:
     import torch
-    from tqdm import tqdm
 
     from pixelis_ros.agent import Agent, AgentLimits
     from pixelis_ros.policy.bundled import bundled_model
@@ -100,7 +100,7 @@ def run_stream(config, model: str | None, suite: str, episodes: int, start: int 
 
     tasks = _tasks(suite, episodes, start, stream, majority_wrong)
     rows, t0 = [], time.monotonic()
-    bar = tqdm(tasks, desc=f"ttrl {stream}", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(tasks, desc=f"ttrl {stream}", enabled=None if progress else False)
     for i, task in enumerate(bar):
         base = frozen(task)
         adapted = agent.run(task.question, task.frames)  # the policy as it is when the query comes
