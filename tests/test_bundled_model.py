@@ -69,6 +69,7 @@ def test_defaults_of_the_commands_and_the_node(tmp_path):
                           task.question, "--out", str(tmp_path / "out"), "--json"], capture_output=True, text=True, cwd=REPO,
                          timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stderr == ""  # no library warnings or loading bars in a normal run
     result = json.loads(run.stdout)
     assert result["stop_reason"] == "answer" and result["steps"][0]["call"]["name"] in ("zoom", "segment")
     assert (tmp_path / "out" / "annotated.png").is_file()

@@ -54,8 +54,8 @@ def folder_kind(folder: str | Path) -> str:
         return "tensorrt" if has_engines(folder) else "onnx"
     if any(folder.glob("*.onnx")):
         return "onnx"  # an export that lost its manifest: the onnx backend's check says so and how to fix it
-    if (folder / "config.json").is_file():
-        return "torch"  # weights missing or pickled: the torch backend's checks say which
+    if (folder / "config.json").is_file() or has_torch_weights(folder):
+        return "torch"  # config, weights missing or pickled: the torch backend's checks say which
     raise ModelFolderError(f"{folder} is not a model folder: it has neither manifest.json (an ONNX export) nor "
                            f"config.json (a torch checkpoint); {BUILD_HINT}, or {EXPORT_HINT}")
 
