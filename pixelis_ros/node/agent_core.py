@@ -226,11 +226,10 @@ class AgentNodeCore:
             self._frame_arrived = time.monotonic()
             self.counters.frames += 1
             offset = self.now() - stamp
-            if abs(offset) > CLOCK_MISMATCH_S:
-                self._error(f"frames are stamped {offset:.0f} s from the node's clock: the camera does not stamp in "
-                            "this node's time (set use_sim_time for simulated or replayed time, or fix the camera "
-                            "driver's clock); frame ages and max_frame_age_s are meaningless until then",
-                            warn="clock_mismatch")
+            if abs(offset) > CLOCK_MISMATCH_S:  # logged only: the frame is fine, the setup is not
+                self._warn("clock_mismatch", f"frames are stamped {offset:.0f} s from the node's clock: the camera does "
+                           "not stamp in this node's time (set use_sim_time for simulated or replayed time, or fix the "
+                           "camera driver's clock); frame ages and max_frame_age_s are meaningless until then")
         except ImageDecodeError as e:
             self.counters.bad_images += 1
             self._error(f"bad image message: {e}", warn="bad_image")
@@ -463,18 +462,21 @@ class AgentNodeCore:
         return record
 
     def _error(self, message: str, warn: str | None = None) -> None:
-        """Record an error for the diagnostics; ``warn``: also log it, at most every
-        ``WARN_EVERY_S`` per kind (a broken camera must not flood the log)."""
+        """Record an error for the diagnostics; ``warn``: also log it (``_warn``, of that kind)."""
         self.counters.last_error = message
         self.publish_diagnostics()
         if warn is not None:
-            now = time.monotonic()
-            last, suppressed = self._warned.get(warn, (-WARN_EVERY_S, 0))
-            if now - last < WARN_EVERY_S:
-                self._warned[warn] = (last, suppressed + 1)
-                return
-            self._warned[warn] = (now, 0)
-            self.log("warn", message + (f" ({suppressed} more like it since the last warning)" if suppressed else ""))
+            self._warn(warn, message)
+
+    def _warn(self, kind: str, message: str) -> None:
+        """Log a warning at most every ``WARN_EVERY_S`` per kind (a broken camera must not flood the log)."""
+        now = time.monotonic()
+        last, suppressed = self._warned.get(kind, (-WARN_EVERY_S, 0))
+        if now - last < WARN_EVERY_S:
+            self._warned[kind] = (last, suppressed + 1)
+            return
+        self._warned[kind] = (now, 0)
+        self.log("warn", message + (f" ({suppressed} more like it since the last warning)" if suppressed else ""))
 
     def publish_diagnostics(self) -> None:
         c = self.counters
