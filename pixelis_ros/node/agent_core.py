@@ -176,7 +176,7 @@ class AgentNodeCore:
         self._worker = threading.Thread(target=self._serve, name="pixelis-agent", daemon=True)
         self._worker.start()
         served = (f"script {c.trace}" if c.trace else "scripts brought by the queries" if policy is None
-                  else f"model {getattr(policy, 'folder', None) or c.model or 'bundled'} (backend {c.backend})")
+                  else f"model {getattr(policy, 'folder', None) or c.model or 'bundled'} (backend {getattr(policy, 'name', c.backend)})")
         self.log("info", f"active: {served}, tools {', '.join(toolbox.enabled)}, max_steps {c.max_steps}"
                          + (", test-time RL on" if c.ttrl else ""))
         self.publish_diagnostics()  # a fresh node says it is up before any frame arrives
