@@ -28,8 +28,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from pixelis_ros import messages as M
 from pixelis_ros.bag_metadata import BagMetadataError, check_metadata
 from pixelis_ros.frames import Frame, Frames

@@ -159,7 +159,9 @@ def test_goal_feedback_cancel_and_frame_stamp(tmp_path):
                             on_done=lambda *a: done.append(a))
         episode = core.run_query(only_zoom.question, goal=only_zoom)
         assert "unknown tool 'ocr'" in json.dumps(episode.to_json()) and episode.stop_reason == "max_steps"
-        assert core.submit_goal(AskGoal("q", tools=["telekinesis"])) .startswith("goal tools: unknown tool")
+        refused = AskGoal("q", tools=["telekinesis"], on_done=lambda *a: done.append(a))
+        assert core.submit_goal(refused).startswith("goal tools: unknown tool")
+        assert done[-1][0]["stop_reason"] == "rejected" and done[-1][0]["error"].startswith("goal tools")
         early = AskGoal("q", frame_stamp=1.0, on_done=lambda *a: done.append(a))
         core.run_query(early.question, goal=early)
         assert "no buffered frame is stamped at or before 1.000 s" in done[-1][0]["error"]

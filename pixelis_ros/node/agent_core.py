@@ -275,7 +275,8 @@ class AgentNodeCore:
         self._queries.put((text, time.monotonic(), script, None))
 
     def submit_goal(self, goal: AskGoal) -> str | None:
-        """Queue an Ask goal; the reason it is refused (the goal is then rejected), else None."""
+        """Queue an Ask goal; the reason it cannot run, else None. A goal that cannot run ends at
+        once: ``on_done`` gets a record with that ``error`` (``stop_reason`` "rejected")."""
         problem = self._check_query(goal.question)
         if problem is None and goal.tools:
             try:
@@ -285,6 +286,7 @@ class AgentNodeCore:
         if problem is not None:
             self.counters.rejected_queries += 1
             self.log("warn", f"goal rejected: {problem}")
+            goal.on_done({"query": goal.question, "answer": None, "error": problem, "stop_reason": "rejected"}, None, 0.0, "")
             return problem
         self.counters.queries += 1
         self.counters.goals += 1
@@ -322,7 +324,8 @@ class AgentNodeCore:
     def run_query(self, text: str, script: str | None = None, goal: AskGoal | None = None) -> Episode | None:
         """Run one query now, on the calling thread, and publish its outputs (bag replays; the
         nodes queue theirs for the worker). ``script``: a CoTA script instead of the policy."""
-        self.counters.queries += 0 if goal is not None else 1  # a goal was counted when submitted
+        if goal is None:  # a goal was counted when submitted
+            self.counters.queries += 1
         return self._run(text, time.monotonic(), script, goal)
 
     def _run(self, text: str, received: float, script: str | None, goal: AskGoal | None) -> Episode | None:

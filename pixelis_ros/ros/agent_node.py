@@ -129,14 +129,11 @@ class AgentNode(LifecycleNode):
             out["cancelled"] = record.get("stop_reason") == "cancelled"
             done.set()
 
-        problem = self.core.submit_goal(AskGoal(
+        self.core.submit_goal(AskGoal(  # one that cannot run ends at once, through on_done
             question=goal.question, frame_stamp=goal.frame_stamp.sec + goal.frame_stamp.nanosec * 1e-9,
             tools=list(goal.tools), max_steps=int(goal.max_steps),
             on_step=lambda n, step, ms: handle.publish_feedback(to_ros(A.step_feedback(n, step, ms), feedback())),
             cancelled=lambda: handle.is_cancel_requested, on_done=on_done))
-        if problem is not None:
-            out["result"], out["cancelled"] = A.result_msg({"error": problem, "stop_reason": "rejected"}, None, 0.0, ""), False
-            done.set()
         done.wait()
         result = to_ros(out["result"], self._ask_type.Result())
         if out["cancelled"]:

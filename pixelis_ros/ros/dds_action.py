@@ -57,7 +57,7 @@ class DdsAskServer:
 
     def __init__(self, transport: dds.DdsTransport, core: AgentNodeCore, action: str = "/ask"):
         A.register_types()
-        self.core, self.action = core, action
+        self.core = core
         names = action_names(action)
         self._lock = threading.RLock()
         self._goals: dict[bytes, _Goal] = {}
@@ -84,14 +84,12 @@ class DdsAskServer:
             self._goals[goal_id] = _Goal(goal_id, now)
         self._publish_status()
         g = request.goal
-        problem = self.core.submit_goal(AskGoal(
+        self.core.submit_goal(AskGoal(  # one that cannot run ends at once, through on_done
             question=g.question, frame_stamp=A.seconds(g.frame_stamp), tools=list(g.tools), max_steps=int(g.max_steps),
             on_step=lambda n, step, ms: self._on_step(goal_id, n, step, ms),
             cancelled=lambda: self._goals[goal_id].cancel_requested,
             on_started=lambda: self._set_status(goal_id, A.STATUS_EXECUTING),
             on_done=lambda record, target, stamp, frame_id: self._on_done(goal_id, record, target, stamp, frame_id)))
-        if problem is not None:
-            self._on_done(goal_id, {"error": problem, "stop_reason": "rejected"}, None, 0.0, "")
         return A.msg("SendGoal_Response", accepted=True, stamp=A.time_msg(now))
 
     def _on_get_result(self, request, pending: Pending):
